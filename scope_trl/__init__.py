@@ -1,0 +1,10 @@
+"""scope-trl: SCOPE and DGPO as drop-in `GRPOTrainer` subclasses for Hugging Face TRL."""
+
+from .dgpo_config import DGPOConfig
+from .dgpo_trainer import DGPOTrainer
+from .losses import dgpo_surrogate, dgpo_terms, ppo_clip_loss
+
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["DGPOConfig", "DGPOTrainer", "dgpo_surrogate", "dgpo_terms", "ppo_clip_loss", "__version__"]

@@ -1,0 +1,135 @@
+r"""Per-token policy surrogates, as pure tensor functions.
+
+DGPO (Fu, Lin, Fang et al., "From log π to π: Taming Divergence in Soft Clipping via Bilateral Decoupled Decay of
+Probability Gradient Weight", arXiv 2603.14389, ACL 2026) replaces GRPO's hard clip by a soft clip defined in
+probability-gradient space. With r = π_θ / π_old, lb = 1 - ε_low and ub = 1 + ε_high, the per-token log-prob gradient
+weight is
+
+    w(r) = r^{n+1} / lb^n                 on LN: A < 0 and r < lb   (polynomial decay of W = w / π_θ)
+    w(r) = ub^{1/m} · r^{1 - 1/m}         on HP: A > 0 and r > ub   (reciprocal-radical decay)
+    w(r) = r                              everywhere else (plain, unclipped PPO/GRPO; no dual clip)
+
+and the surrogate S = r · sg(decay) has value w and d S / d log π_θ = S, so the per-token loss -A · S has gradient
+-A · w · ∇ log π_θ. The project's decisions (strict inequalities, no dual clip, the numerically safe form) are in
+`shared/docs/dgpo_method.md`, §6 and §12.
+
+`ppo_clip_loss` is GRPO/PPO's clipped per-token loss, kept here as the reference DGPO is compared against and as the
+default surrogate of SCOPE's distillation path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+
+# The official code clamps the log-ratio to ±20 before exponentiating; beyond it the gradient is cut (allowed by the
+# spec, and the only way to keep exp() finite in float32 and bfloat16 for arbitrary log-ratios).
+LOG_RATIO_CLAMP = 20.0
+
+
+class DGPOTerms(NamedTuple):
+    """The DGPO surrogate together with the quantities its metrics are built from (all broadcast to one shape).
+
+    Attributes:
+        surrogate: S = r · low_decay · high_decay; carries the gradient through r only.
+        low_region: bool, the LN tokens (A < 0 and r < 1 - ε_low).
+        high_region: bool, the HP tokens (A > 0 and r > 1 + ε_high).
+        low_decay: detached (r / lb)^n on LN, 1 elsewhere; the normalised weight W̃ of LN tokens.
+        high_decay: detached (ub / r)^{1/m} on HP, 1 elsewhere; the normalised weight W̃ of HP tokens.
+    """
+
+    surrogate: torch.Tensor
+    low_region: torch.Tensor
+    high_region: torch.Tensor
+    low_decay: torch.Tensor
+    high_decay: torch.Tensor
+
+
+def _check_bounds(epsilon_low: float, epsilon_high: float) -> None:
+    if not 0.0 <= epsilon_low < 1.0:
+        raise ValueError(f"epsilon_low must lie in [0, 1) so that 1 - epsilon_low > 0, got {epsilon_low}.")
+    if epsilon_high < 0.0:
+        raise ValueError(f"epsilon_high must be >= 0, got {epsilon_high}.")
+
+
+def dgpo_terms(
+    log_ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+    n: float = 1.0,
+    m: float = 2.0,
+) -> DGPOTerms:
+    r"""DGPO's surrogate and region masks (DGPO paper, Eq. for W_DGPO in §3 / Fig. 2; `dgpo_method.md` §4.2 and §6).
+
+    Args:
+        log_ratio: log π_θ - log π_old, shape (B, T) per token or (B, 1) per sequence; carries the gradient.
+        advantages: broadcastable against `log_ratio`, typically (B, 1) or (B, T). Never differentiated.
+        epsilon_low, epsilon_high: trust-region half-widths, lb = 1 - epsilon_low and ub = 1 + epsilon_high.
+        n: left (LN) decay exponent, n >= 0; n = 0 disables the left decay.
+        m: right (HP) root order, m >= 1; m = 1 gives GPPO's constant right branch.
+
+    The decay factors are computed in log space from a detached log-ratio clamped to ±20, and only where their region
+    applies: both exponents are <= 0 there and exactly 0 elsewhere, so the factors lie in (0, 1], never overflow, and
+    the branch that `torch.where` does not select cannot produce a NaN gradient.
+    """
+    _check_bounds(epsilon_low, epsilon_high)
+    if n < 0:
+        raise ValueError(f"n (dgpo_n) must be >= 0, got {n}.")
+    if m < 1:
+        raise ValueError(f"m (dgpo_m) must be >= 1, got {m}.")
+
+    clamped = log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = torch.exp(clamped)
+    clamped_sg = clamped.detach()
+    ratio_sg = ratio.detach()
+
+    low_region = (advantages < 0) & (ratio_sg < 1.0 - epsilon_low)
+    high_region = (advantages > 0) & (ratio_sg > 1.0 + epsilon_high)
+    low_region, high_region = torch.broadcast_tensors(low_region, high_region)
+
+    log_lb, log_ub = math.log(1.0 - epsilon_low), math.log(1.0 + epsilon_high)
+    # (r / lb)^n on LN: exponent n · (log r - log lb) < 0 there, 0 elsewhere.
+    low_decay = torch.exp(n * (torch.where(low_region, clamped_sg, log_lb) - log_lb))
+    # (ub / r)^{1/m} on HP: exponent (log ub - log r) / m < 0 there, 0 elsewhere.
+    high_decay = torch.exp((log_ub - torch.where(high_region, clamped_sg, log_ub)) / m)
+
+    surrogate = ratio * low_decay * high_decay
+    return DGPOTerms(surrogate, low_region, high_region, low_decay, high_decay)
+
+
+def dgpo_surrogate(
+    log_ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+    n: float = 1.0,
+    m: float = 2.0,
+) -> torch.Tensor:
+    r"""The DGPO surrogate S (DGPO paper, W_DGPO of §3; `dgpo_method.md` §4.2).
+
+    Its value equals the log-prob gradient weight w(r) and d S / d log_ratio = S (for |log_ratio| <= 20). The per-token
+    loss to minimise is `-advantages * S`. Shapes: `log_ratio` (B, T) or (B, 1); `advantages` broadcastable against it;
+    the result has the broadcast shape. See `dgpo_terms` for the arguments and the region masks.
+    """
+    return dgpo_terms(log_ratio, advantages, epsilon_low, epsilon_high, n, m).surrogate
+
+
+def ppo_clip_loss(
+    log_ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+) -> torch.Tensor:
+    r"""PPO/GRPO's clipped per-token loss -min(r · A, clip(r, 1 - ε_low, 1 + ε_high) · A) (Schulman et al. 2017, Eq. 7).
+
+    Shapes as in `dgpo_surrogate`. No dual clip and no `delta` cap. This is what `GRPOTrainer` computes for its
+    default loss types; DGPO coincides with it inside the trust region.
+    """
+    _check_bounds(epsilon_low, epsilon_high)
+    ratio = torch.exp(log_ratio)
+    clipped = ratio.clamp(1.0 - epsilon_low, 1.0 + epsilon_high)
+    return -torch.min(ratio * advantages, clipped * advantages)

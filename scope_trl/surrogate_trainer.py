@@ -1,0 +1,259 @@
+"""The shared loss plumbing of our trainers: a `GRPOTrainer` whose per-token policy surrogate is pluggable.
+
+TRL's `GRPOTrainer._compute_loss` hard-codes its surrogates and raises on any other `loss_type`, so a trainer that
+changes the surrogate has to own the whole method. `SurrogateGRPOTrainer` owns it once, for every trainer of this
+package, and splits it into steps a subclass can replace:
+
+1. `_policy_batch`: the student forward (fused LM head, chunked), old log-probs, log-ratio (token or sequence level),
+   the high-entropy mask, the off-policy sequence mask and the reference KL, gathered into a `PolicyBatch`;
+2. `_per_token_policy_loss`: **the only abstract step**, the surrogate (DGPO's soft clip, SCOPE's two paths, ...);
+3. `_apply_token_weights`: GRPO's post-multipliers (off-policy mask, entropy mask, vLLM importance-sampling ratio)
+   and `+ beta * KL`;
+4. `_aggregate`: token aggregation with global counts, already divided for gradient accumulation
+   (`scope_trl.aggregation`);
+5. `_add_regularizers`: the entropy bonus (static or adaptive, as in GRPO) and the MoE auxiliary loss;
+6. `_log_policy_metrics`: `kl`, `entropy` and `policy_loss`, which is **always** logged (GRPO only logs it with an
+   entropy bonus).
+
+Every metric is reduced across processes before it is recorded, and every collective runs on every process in the
+same order, whatever the data (ZeRO-3 and DDP deadlock otherwise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from trl import GRPOTrainer
+from trl.trainer.utils import nanmax, nanmin
+
+from .aggregation import aggregate_token_loss
+from .losses import LOG_RATIO_CLAMP
+
+
+@dataclass
+class PolicyBatch:
+    """What the policy loss of one micro-batch needs, computed once by `SurrogateGRPOTrainer._policy_batch`.
+
+    Shapes: B rows, T completion positions. Tensors marked (B, T | 1) are (B, 1) under
+    `importance_sampling_level="sequence"`.
+    """
+
+    per_token_logps: torch.Tensor  # (B, T) log π_θ at the sampling temperature; carries the gradient
+    old_per_token_logps: torch.Tensor  # (B, T) log π_old; detached
+    log_ratio: torch.Tensor  # (B, T | 1) log π_θ - log π_old, token level or the sequence's mean
+    advantages: torch.Tensor  # (B, 1) or (B, T)
+    mask: torch.Tensor  # (B, T) 1 on loss tokens (completion mask times tool mask)
+    entropies: torch.Tensor  # (B, T) detached-free entropies from the fused head
+    entropy_mask: torch.Tensor | None  # (B, T) bool, `top_entropy_quantile < 1`
+    off_policy_mask: torch.Tensor | None  # (B, 1) 1 = keep, `off_policy_mask_threshold`
+    per_token_kl: torch.Tensor | None  # (B, T) k3 KL to the reference model, `beta != 0`
+    aux_loss: torch.Tensor | None  # MoE load-balancing loss
+    training: bool
+
+    @property
+    def mode(self) -> str:
+        return "train" if self.training else "eval"
+
+
+class SurrogateGRPOTrainer(GRPOTrainer):
+    """`GRPOTrainer` with a replaceable per-token surrogate; subclasses implement `_per_token_policy_loss`.
+
+    Everything GRPO offers around the surrogate keeps its GRPO meaning: `loss_type` selects the token aggregation
+    (`dapo`, `grpo`, `bnpo`, `dr_grpo`, `luspo`), `beta` adds the reference KL, `top_entropy_quantile` masks
+    low-entropy tokens, `off_policy_mask_threshold` drops stale negative-advantage sequences, `entropy_coef` /
+    `use_adaptive_entropy` add the entropy bonus, and with vLLM the loss is multiplied by TRL's
+    `importance_sampling_ratio` when `vllm_importance_sampling_correction=True`.
+    """
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # The loss
+    # ---------------------------------------------------------------------------------------------------------------
+
+    def _compute_loss(self, model, inputs):
+        batch = self._policy_batch(model, inputs)
+        per_token_loss = self._per_token_policy_loss(batch, inputs)
+        per_token_loss = self._apply_token_weights(per_token_loss, batch, inputs)
+        loss, policy_loss = self._aggregate(per_token_loss, batch, inputs)
+        loss = self._add_regularizers(loss, batch)
+        self._log_policy_metrics(batch, policy_loss)
+        return loss
+
+    def _per_token_policy_loss(self, batch: PolicyBatch, inputs: dict) -> torch.Tensor:
+        """Return the per-token loss to minimise, shape (B, T) or (B, 1). Subclasses log their own metrics here."""
+        raise NotImplementedError
+
+    def _policy_batch(self, model, inputs: dict) -> PolicyBatch:
+        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
+
+        multimodal_keys = (
+            "pixel_values",
+            "image_grid_thw",
+            "num_images",
+            "pixel_attention_mask",
+            "spatial_shapes",
+            "num_tiles",
+            "image_sizes",
+            "token_type_ids",
+            "mm_token_type_ids",
+            "image_position_ids",
+        )
+        per_token_logps, entropies, aux_loss = self._get_per_token_logps_and_entropies(
+            model,
+            input_ids,
+            attention_mask,
+            completion_ids.size(1),
+            compute_entropy=True,
+            compute_aux_loss=self.aux_loss_enabled,
+            **{key: inputs.get(key) for key in multimodal_keys},
+        )
+
+        entropy_mask = None
+        if self.top_entropy_quantile < 1.0:
+            entropy_mask = self.get_high_entropy_mask(entropies, mask, 1 - self.top_entropy_quantile)
+
+        advantages = inputs["advantages"]
+        if advantages.dim() == 1:  # GRPO's (B,) sequence advantages; subclasses may pass per-token (B, T) ones
+            advantages = advantages.unsqueeze(1)
+
+        # Absent when every optimizer step is on-policy (TRL skips the extra forward): then π_old = π_θ exactly.
+        old_per_token_logps = inputs.get("old_per_token_logps")
+        if old_per_token_logps is None:
+            old_per_token_logps = per_token_logps.detach()
+
+        off_policy_mask = None
+        if self.off_policy_mask_threshold is not None:
+            # The sampler's own log-probs (vLLM) see both drift sources: optimizer steps and engine mismatch.
+            sampling_logps = inputs.get("sampling_per_token_logps", old_per_token_logps)
+            off_policy_mask = self.get_off_policy_mask(
+                advantages, per_token_logps, sampling_logps, mask, self.off_policy_mask_threshold
+            )
+
+        log_ratio = per_token_logps - old_per_token_logps
+        if self.importance_sampling_level == "sequence":
+            log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
+        elif self.importance_sampling_level != "token":
+            raise ValueError(
+                f"Unknown importance_sampling_level {self.importance_sampling_level!r}; use 'token' or 'sequence'."
+            )
+
+        per_token_kl = None
+        if self.beta != 0.0:
+            ref_minus_logp = inputs["ref_per_token_logps"] - per_token_logps
+            per_token_kl = torch.exp(ref_minus_logp) - ref_minus_logp - 1  # k3 estimator, >= 0
+            if self.args.use_bias_correction_kl:
+                per_token_kl = per_token_kl * torch.exp(log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+
+        return PolicyBatch(
+            per_token_logps=per_token_logps,
+            old_per_token_logps=old_per_token_logps,
+            log_ratio=log_ratio,
+            advantages=advantages,
+            mask=mask,
+            entropies=entropies,
+            entropy_mask=entropy_mask,
+            off_policy_mask=off_policy_mask,
+            per_token_kl=per_token_kl,
+            aux_loss=aux_loss,
+            training=self.model.training,
+        )
+
+    def _apply_token_weights(self, per_token_loss: torch.Tensor, batch: PolicyBatch, inputs: dict) -> torch.Tensor:
+        if batch.off_policy_mask is not None:
+            per_token_loss = per_token_loss * batch.off_policy_mask
+        if batch.entropy_mask is not None:
+            per_token_loss = per_token_loss * batch.entropy_mask
+        if self.use_vllm and self.vllm_importance_sampling_correction:
+            per_token_loss = per_token_loss * inputs["importance_sampling_ratio"]
+        if batch.per_token_kl is not None:
+            per_token_loss = per_token_loss + self.beta * batch.per_token_kl
+        return per_token_loss
+
+    def _aggregate(self, per_token_loss: torch.Tensor, batch: PolicyBatch, inputs: dict):
+        return aggregate_token_loss(
+            per_token_loss,
+            batch.mask,
+            self.loss_type,
+            num_items_in_batch=inputs.get("num_items_in_batch"),
+            num_processes=self.accelerator.num_processes,
+            gradient_accumulation_steps=self.current_gradient_accumulation_steps,
+            steps_per_generation=self.args.steps_per_generation,
+            max_completion_length=self.max_completion_length,
+            training=batch.training,
+        )
+
+    def _add_regularizers(self, loss: torch.Tensor, batch: PolicyBatch) -> torch.Tensor:
+        accumulation = self.current_gradient_accumulation_steps if batch.training else 1
+        if self._entropy_bonus_enabled:
+            loss = loss - self._entropy_bonus(batch) / accumulation
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * batch.aux_loss / accumulation
+            self._metrics[batch.mode]["aux_loss"].append(self.accelerator.gather(batch.aux_loss).mean().item())
+        return loss
+
+    def _entropy_bonus(self, batch: PolicyBatch) -> torch.Tensor:
+        """coef · mean entropy over the tokens the policy term acts on (GRPO's `entropy_coef` semantics).
+
+        The coefficient is the one fixed at the end of the previous optimizer step, so all micro-batches of a step
+        apply the same bonus. In adaptive mode the bonus is active only while the last measured entropy is at or
+        below `entropy_target`, and the coefficient moves by `entropy_coef_delta` within
+        [`entropy_coef_min`, `entropy_coef_max`] after each step, from the exact window-global token mean entropy.
+        """
+        active = batch.mask if batch.entropy_mask is None else batch.mask * batch.entropy_mask
+        mean_entropy = (batch.entropies * active).sum() / active.sum().clamp(min=1.0)
+        coef = self.entropy_coef
+        if self.use_adaptive_entropy and self._last_world_entropy > self.args.entropy_target:
+            coef = 0.0
+        if batch.training and self.use_adaptive_entropy:
+            stats = torch.stack([(batch.entropies * active).sum(), active.sum()]).detach()
+            window = stats if self._entropy_window_stats is None else self._entropy_window_stats + stats
+            self._entropy_window_stats = window
+            if self.accelerator.sync_gradients:
+                totals = self.accelerator.reduce(window, reduction="sum")
+                self._last_world_entropy = (totals[0] / totals[1].clamp(min=1.0)).item()
+                step = self.args.entropy_coef_delta
+                if self._last_world_entropy <= self.args.entropy_target:
+                    self.entropy_coef = min(self.entropy_coef + step, self.args.entropy_coef_max)
+                else:
+                    self.entropy_coef = max(self.entropy_coef - step, self.args.entropy_coef_min)
+                self._entropy_window_stats = None
+        if batch.training and self.accelerator.sync_gradients:
+            self._metrics["train"]["entropy_coef"].append(self.entropy_coef)
+        return coef * mean_entropy
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Metrics
+    # ---------------------------------------------------------------------------------------------------------------
+
+    def _log_policy_metrics(self, batch: PolicyBatch, policy_loss: torch.Tensor) -> None:
+        metrics = self._metrics[batch.mode]
+        if batch.per_token_kl is not None:
+            metrics["kl"].append(self._global_masked_mean(batch.per_token_kl, batch.mask))
+        metrics["entropy"].append(self._global_masked_mean(batch.entropies, batch.mask))
+        metrics["policy_loss"].append(self.accelerator.gather(policy_loss).nanmean().item())
+
+    def _global_masked_mean(self, values: torch.Tensor, mask: torch.Tensor, empty: float = 0.0) -> float:
+        """Mean of `values` over the masked entries of every process; `empty` when no process has any.
+
+        `values` of shape (B, 1) are per-sequence quantities (sequence-level importance sampling): they are averaged
+        over the sequences that have at least one masked token.
+        """
+        if values.dim() == 2 and values.size(1) == 1 and mask.size(1) != 1:
+            mask = (mask.sum(-1, keepdim=True) > 0).to(mask.dtype)
+        values, mask = torch.broadcast_tensors(values.detach().float(), mask.float())
+        totals = self.accelerator.reduce(torch.stack([(values * mask).sum(), mask.sum()]), reduction="sum")
+        total, count = totals.tolist()
+        return total / count if count > 0 else empty
+
+    def _gathered_sequence_extremes(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+        """(min, max) over the sequences of every process of each sequence's masked mean of `values` (NaN-safe)."""
+        if values.size(1) == 1:
+            per_sequence = values.squeeze(1).float()
+        else:
+            per_sequence = (values * mask).sum(-1) / mask.sum(-1)  # NaN for empty rows, skipped by nanmin/nanmax
+        gathered = self.accelerator.gather(per_sequence.detach().float())
+        return nanmin(gathered).item(), nanmax(gathered).item()
