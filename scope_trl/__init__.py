@@ -3,8 +3,21 @@
 from .dgpo_config import DGPOConfig
 from .dgpo_trainer import DGPOTrainer
 from .losses import dgpo_surrogate, dgpo_terms, ppo_clip_loss
+from .scope_config import SCOPEConfig
+from .scope_trainer import SCOPETrainer
+from .weights import dual_path_weights
 
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["DGPOConfig", "DGPOTrainer", "dgpo_surrogate", "dgpo_terms", "ppo_clip_loss", "__version__"]
+__all__ = [
+    "DGPOConfig",
+    "DGPOTrainer",
+    "SCOPEConfig",
+    "SCOPETrainer",
+    "dgpo_surrogate",
+    "dgpo_terms",
+    "dual_path_weights",
+    "ppo_clip_loss",
+    "__version__",
+]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
 from .aggregation import AGGREGATIONS
+from .losses import check_dgpo_exponents, check_trust_region
 
 
 @dataclass
@@ -67,24 +67,8 @@ class DGPOConfig(GRPOConfig):
     def __post_init__(self):
         super().__post_init__()
 
-        if not (math.isfinite(self.dgpo_n) and self.dgpo_n >= 0):
-            raise ValueError(
-                f"dgpo_n must be a finite number >= 0 (0 disables the left-boundary decay), got {self.dgpo_n}. "
-                "The DGPO paper suggests 1 (default) or 2."
-            )
-        if not (math.isfinite(self.dgpo_m) and self.dgpo_m >= 1):
-            raise ValueError(
-                f"dgpo_m must be a finite number >= 1 (1 gives GPPO's constant right branch), got {self.dgpo_m}. "
-                "The DGPO paper suggests 2 (default) or 3."
-            )
-        epsilon_high = self.epsilon if self.epsilon_high is None else self.epsilon_high
-        if not 0 <= self.epsilon < 1:
-            raise ValueError(
-                f"epsilon (DGPO's epsilon_low) must lie in [0, 1) so that the lower trust-region edge 1 - epsilon is "
-                f"positive, got {self.epsilon}."
-            )
-        if epsilon_high < 0:
-            raise ValueError(f"epsilon_high must be >= 0, got {epsilon_high}.")
+        check_dgpo_exponents(self.dgpo_n, self.dgpo_m)
+        check_trust_region(self.epsilon, self.epsilon if self.epsilon_high is None else self.epsilon_high)
         if self.loss_type not in AGGREGATIONS:
             raise ValueError(
                 f"loss_type={self.loss_type!r} is not supported by DGPO. With DGPOConfig, loss_type only selects the "

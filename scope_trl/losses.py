@@ -48,11 +48,29 @@ class DGPOTerms(NamedTuple):
     high_decay: torch.Tensor
 
 
-def _check_bounds(epsilon_low: float, epsilon_high: float) -> None:
+def check_trust_region(epsilon_low: float, epsilon_high: float) -> None:
+    """Raise a `ValueError` unless 1 - epsilon_low > 0 and epsilon_high >= 0 (GRPOConfig's epsilon / epsilon_high)."""
     if not 0.0 <= epsilon_low < 1.0:
-        raise ValueError(f"epsilon_low must lie in [0, 1) so that 1 - epsilon_low > 0, got {epsilon_low}.")
+        raise ValueError(
+            f"epsilon (epsilon_low) must lie in [0, 1) so that the lower trust-region edge 1 - epsilon is positive, "
+            f"got {epsilon_low}."
+        )
     if epsilon_high < 0.0:
         raise ValueError(f"epsilon_high must be >= 0, got {epsilon_high}.")
+
+
+def check_dgpo_exponents(n: float, m: float) -> None:
+    """Raise a `ValueError` unless n (`dgpo_n`) is finite and >= 0 and m (`dgpo_m`) is finite and >= 1."""
+    if not (math.isfinite(n) and n >= 0):
+        raise ValueError(
+            f"dgpo_n must be a finite number >= 0 (0 disables the left-boundary decay), got {n}. "
+            "The DGPO paper suggests 1 (default) or 2."
+        )
+    if not (math.isfinite(m) and m >= 1):
+        raise ValueError(
+            f"dgpo_m must be a finite number >= 1 (1 gives GPPO's constant right branch), got {m}. "
+            "The DGPO paper suggests 2 (default) or 3."
+        )
 
 
 def dgpo_terms(
@@ -76,11 +94,8 @@ def dgpo_terms(
     applies: both exponents are <= 0 there and exactly 0 elsewhere, so the factors lie in (0, 1], never overflow, and
     the branch that `torch.where` does not select cannot produce a NaN gradient.
     """
-    _check_bounds(epsilon_low, epsilon_high)
-    if n < 0:
-        raise ValueError(f"n (dgpo_n) must be >= 0, got {n}.")
-    if m < 1:
-        raise ValueError(f"m (dgpo_m) must be >= 1, got {m}.")
+    check_trust_region(epsilon_low, epsilon_high)
+    check_dgpo_exponents(n, m)
 
     clamped = log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio = torch.exp(clamped)
@@ -129,7 +144,7 @@ def ppo_clip_loss(
     Shapes as in `dgpo_surrogate`. No dual clip and no `delta` cap. This is what `GRPOTrainer` computes for its
     default loss types; DGPO coincides with it inside the trust region.
     """
-    _check_bounds(epsilon_low, epsilon_high)
+    check_trust_region(epsilon_low, epsilon_high)
     ratio = torch.exp(log_ratio)
     clipped = ratio.clamp(1.0 - epsilon_low, 1.0 + epsilon_high)
     return -torch.min(ratio * advantages, clipped * advantages)

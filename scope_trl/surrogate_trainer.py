@@ -79,6 +79,10 @@ class SurrogateGRPOTrainer(GRPOTrainer):
         self._log_policy_metrics(batch, policy_loss)
         return loss
 
+    def _accumulation_steps(self, training: bool) -> int:
+        """Micro-batches per optimizer step (Trainer sets the attribute once training starts; eval never accumulates)."""
+        return self.current_gradient_accumulation_steps if training else 1
+
     def _per_token_policy_loss(self, batch: PolicyBatch, inputs: dict) -> torch.Tensor:
         """Return the per-token loss to minimise, shape (B, T) or (B, 1). Subclasses log their own metrics here."""
         raise NotImplementedError
@@ -180,14 +184,14 @@ class SurrogateGRPOTrainer(GRPOTrainer):
             self.loss_type,
             num_items_in_batch=inputs.get("num_items_in_batch"),
             num_processes=self.accelerator.num_processes,
-            gradient_accumulation_steps=self.current_gradient_accumulation_steps,
+            gradient_accumulation_steps=self._accumulation_steps(batch.training),
             steps_per_generation=self.args.steps_per_generation,
             max_completion_length=self.max_completion_length,
             training=batch.training,
         )
 
     def _add_regularizers(self, loss: torch.Tensor, batch: PolicyBatch) -> torch.Tensor:
-        accumulation = self.current_gradient_accumulation_steps if batch.training else 1
+        accumulation = self._accumulation_steps(batch.training)
         if self._entropy_bonus_enabled:
             loss = loss - self._entropy_bonus(batch) / accumulation
         if self.aux_loss_enabled:

@@ -110,6 +110,12 @@ def boxed_answer_reward(completions, solution, **kwargs) -> list[float]:
     return [float(extract_boxed(_completion_text(c)) == str(s).strip()) for c, s in zip(completions, solution)]
 
 
+def contains_digit_reward(completions, **kwargs) -> list[float]:
+    """1.0 when the completion contains a digit, else 0.0: a binary stand-in verifier that untrained models satisfy
+    about half of the time, so SCOPE's routing sees mixed groups (both paths) from the first step."""
+    return [float(any(ch.isdigit() for ch in _completion_text(c))) for c in completions]
+
+
 def digit_fraction_reward(completions, **kwargs) -> list[float]:
     """The share of the completion's characters that are digits: a dense, easily learnt shaping signal.
 

@@ -13,6 +13,8 @@ from scope_trl import DGPOConfig, DGPOTrainer
 from scope_trl.losses import dgpo_surrogate
 from scope_trl.toy import digit_fraction_reward
 
+from .helpers import changed, hand_batch, logged, make_trainer, per_token_logps_grad, snapshot, tiny_args
+
 
 DGPO_METRICS = [
     "clip_ratio/low_mean",
@@ -24,36 +26,15 @@ DGPO_METRICS = [
 ]
 
 
-def tiny_args(tmp_path, config_class=DGPOConfig, **overrides):
-    kwargs = {
-        "output_dir": str(tmp_path),
-        "use_cpu": True,
-        "bf16": False,
-        "report_to": "none",
-        "per_device_train_batch_size": 4,
-        "num_generations": 4,
-        "max_completion_length": 8,
-        "max_steps": 4,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "learning_rate": 5e-2,
-        "seed": 0,
-        "steps_per_generation": 4,
-    }
-    kwargs.update(overrides)
-    return config_class(**kwargs)
+def tiny_dgpo_args(tmp_path, config_class=DGPOConfig, **overrides):
+    return tiny_args(tmp_path, config_class, **overrides)
 
 
-def snapshot(model):
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
-
-
-def changed(before, model):
-    return {name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach())}
-
-
-def logged(trainer, key):
-    return [entry[key] for entry in trainer.state.log_history if entry.get(key) is not None]
+def make_dgpo_trainer(student_path, dataset, tmp_path, config_class=DGPOConfig, **overrides):
+    trainer_class = DGPOTrainer if config_class is DGPOConfig else GRPOTrainer
+    return make_trainer(
+        trainer_class, config_class, student_path, dataset, tmp_path, digit_fraction_reward, **overrides
+    )
 
 
 def train_dgpo(student_path, dataset, tmp_path, eval_dataset=None, **overrides):
@@ -62,7 +43,7 @@ def train_dgpo(student_path, dataset, tmp_path, eval_dataset=None, **overrides):
         trainer = DGPOTrainer(
             model=student_path,
             reward_funcs=digit_fraction_reward,
-            args=tiny_args(tmp_path, **overrides),
+            args=tiny_dgpo_args(tmp_path, **overrides),
             train_dataset=dataset,
             eval_dataset=eval_dataset,
         )
@@ -99,14 +80,14 @@ def test_on_policy_configuration_warns_and_trains_exactly_like_grpo(student_path
         dgpo = DGPOTrainer(
             model=student_path,
             reward_funcs=digit_fraction_reward,
-            args=tiny_args(tmp_path / "dgpo", **common),
+            args=tiny_dgpo_args(tmp_path / "dgpo", **common),
             train_dataset=toy_dataset,
         )
     dgpo.train()  # each trainer seeds at construction: build and train one after the other for equal samples
     grpo = GRPOTrainer(
         model=student_path,
         reward_funcs=digit_fraction_reward,
-        args=tiny_args(tmp_path / "grpo", config_class=GRPOConfig, **common),
+        args=tiny_dgpo_args(tmp_path / "grpo", config_class=GRPOConfig, **common),
         train_dataset=toy_dataset,
     )
     grpo.train()
@@ -122,13 +103,13 @@ def test_off_policy_configuration_does_not_warn(student_path, toy_dataset, tmp_p
         DGPOTrainer(
             model=student_path,
             reward_funcs=digit_fraction_reward,
-            args=tiny_args(tmp_path, num_iterations=2),
+            args=tiny_dgpo_args(tmp_path, num_iterations=2),
             train_dataset=toy_dataset,
         )
 
 
 def test_requires_a_dgpo_config(student_path, toy_dataset, tmp_path):
-    args = tiny_args(tmp_path, config_class=GRPOConfig)
+    args = tiny_dgpo_args(tmp_path, config_class=GRPOConfig)
     with pytest.raises(TypeError, match="DGPOTrainer needs a DGPOConfig"):
         DGPOTrainer(model=student_path, reward_funcs=digit_fraction_reward, args=args, train_dataset=toy_dataset)
 
@@ -188,7 +169,7 @@ def test_lora_trains_only_the_adapter(student_path, toy_dataset, tmp_path):
         trainer = DGPOTrainer(
             model=student_path,
             reward_funcs=digit_fraction_reward,
-            args=tiny_args(tmp_path),
+            args=tiny_dgpo_args(tmp_path),
             train_dataset=toy_dataset,
             peft_config=peft_config,
         )
@@ -204,7 +185,10 @@ def test_model_card_cites_dgpo_and_trl(student_path, toy_dataset, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = DGPOTrainer(
-            model=student_path, reward_funcs=digit_fraction_reward, args=tiny_args(tmp_path), train_dataset=toy_dataset
+            model=student_path,
+            reward_funcs=digit_fraction_reward,
+            args=tiny_dgpo_args(tmp_path),
+            train_dataset=toy_dataset,
         )
     trainer.create_model_card(model_name="tiny-dgpo", dataset_name="toy-arithmetic")
     card = (tmp_path / "README.md").read_text()
@@ -231,7 +215,7 @@ def test_checkpoint_resume_continues(student_path, toy_dataset, tmp_path):
         resumed = DGPOTrainer(
             model=student_path,
             reward_funcs=digit_fraction_reward,
-            args=tiny_args(tmp_path, max_steps=4),
+            args=tiny_dgpo_args(tmp_path, max_steps=4),
             train_dataset=toy_dataset,
         )
     resumed.train(resume_from_checkpoint=str(checkpoint))
@@ -247,73 +231,13 @@ def test_checkpoint_resume_continues(student_path, toy_dataset, tmp_path):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def make_trainer(student_path, dataset, tmp_path, config_class=DGPOConfig, **overrides):
-    trainer_class = DGPOTrainer if config_class is DGPOConfig else GRPOTrainer
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer = trainer_class(
-            model=student_path,
-            reward_funcs=digit_fraction_reward,
-            train_dataset=dataset,
-            args=tiny_args(tmp_path, config_class=config_class, **overrides),
-        )
-    trainer.model.train()
-    trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps
-    return trainer
-
-
-def hand_batch(trainer, student_path, advantages, log_ratio_offsets, seed=0):
-    """A generation batch whose old log-probs put each token at log r = offset from the current policy."""
-    tokenizer = AutoTokenizer.from_pretrained(student_path)
-    rows, length = log_ratio_offsets.shape
-    prompt = tokenizer(["What is 1 + 2?"] * rows, return_tensors="pt")
-    generator = torch.Generator().manual_seed(seed)
-    completion_ids = torch.randint(5, len(tokenizer) - 10, (rows, length), generator=generator)
-    completion_mask = torch.ones(rows, length, dtype=torch.long)
-    completion_mask[0, -2:] = 0  # some padding, which must never contribute
-    ids = torch.cat([prompt["input_ids"], completion_ids], 1)
-    attention = torch.cat([prompt["attention_mask"], completion_mask], 1)
-    with torch.no_grad():
-        logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, attention, length)
-    return {
-        "prompt_ids": prompt["input_ids"],
-        "prompt_mask": prompt["attention_mask"],
-        "completion_ids": completion_ids,
-        "completion_mask": completion_mask,
-        "advantages": advantages,
-        "old_per_token_logps": logps - log_ratio_offsets,
-        "num_items_in_batch": completion_mask.sum().float(),
-    }
-
-
-def per_token_logps_grad(trainer, inputs):
-    """Run the trainer's loss and return (loss, d loss / d per-token log pi_theta)."""
-    captured = {}
-    original = trainer._get_per_token_logps_and_entropies
-
-    def capture(*args, **kwargs):
-        logps, entropies, aux = original(*args, **kwargs)
-        logps.retain_grad()
-        captured["logps"] = logps
-        return logps, entropies, aux
-
-    trainer._get_per_token_logps_and_entropies = capture
-    try:
-        trainer.model.zero_grad()
-        loss = trainer._compute_loss(trainer.model, inputs)
-        loss.backward()
-    finally:
-        trainer._get_per_token_logps_and_entropies = original
-    return loss.detach(), captured["logps"].grad
-
-
 def test_boundary_tokens_get_a_gradient_where_grpo_gets_none(student_path, toy_dataset, tmp_path):
     # Rows: A = -1 at r = 0.5 (LN), A = +1 at r = 2 (HP), A = +1 at r = 0.5 (reverse left), A = -1 inside.
     advantages = torch.tensor([-1.0, 1.0, 1.0, -1.0])
     ratios = torch.tensor([0.5, 2.0, 0.5, 1.1])
     offsets = ratios.log().unsqueeze(1).expand(4, 6).clone()
-    dgpo = make_trainer(student_path, toy_dataset, tmp_path / "dgpo")
-    grpo = make_trainer(student_path, toy_dataset, tmp_path / "grpo", config_class=GRPOConfig)
+    dgpo = make_dgpo_trainer(student_path, toy_dataset, tmp_path / "dgpo")
+    grpo = make_dgpo_trainer(student_path, toy_dataset, tmp_path / "grpo", config_class=GRPOConfig)
     inputs = hand_batch(dgpo, student_path, advantages, offsets)
     _, grad_dgpo = per_token_logps_grad(dgpo, inputs)
     _, grad_grpo = per_token_logps_grad(grpo, inputs)
@@ -336,7 +260,7 @@ def test_boundary_tokens_get_a_gradient_where_grpo_gets_none(student_path, toy_d
 
 
 def test_vllm_importance_sampling_ratio_multiplies_the_per_token_loss(student_path, toy_dataset, tmp_path):
-    trainer = make_trainer(student_path, toy_dataset, tmp_path)
+    trainer = make_dgpo_trainer(student_path, toy_dataset, tmp_path)
     advantages = torch.tensor([-1.0, 1.0, 0.5, -0.5])
     offsets = torch.linspace(-0.8, 0.8, 24).reshape(4, 6)
     inputs = hand_batch(trainer, student_path, advantages, offsets)
@@ -356,7 +280,7 @@ def test_vllm_importance_sampling_ratio_multiplies_the_per_token_loss(student_pa
 
 def test_gradient_accumulation_gives_the_same_step(student_path, toy_dataset, tmp_path):
     """One micro-batch of 8 rows with GA = 1, or two of 4 rows with GA = 2: the same accumulated gradient."""
-    trainer = make_trainer(student_path, toy_dataset, tmp_path)
+    trainer = make_dgpo_trainer(student_path, toy_dataset, tmp_path)
     torch.manual_seed(0)
     advantages = torch.randn(8)
     offsets = torch.randn(8, 6) * 0.4
@@ -377,8 +301,8 @@ def test_gradient_accumulation_gives_the_same_step(student_path, toy_dataset, tm
 
 
 def test_sequence_level_soft_clips_the_geometric_mean_ratio(student_path, toy_dataset, tmp_path):
-    token = make_trainer(student_path, toy_dataset, tmp_path / "token")
-    sequence = make_trainer(student_path, toy_dataset, tmp_path / "seq", importance_sampling_level="sequence")
+    token = make_dgpo_trainer(student_path, toy_dataset, tmp_path / "token")
+    sequence = make_dgpo_trainer(student_path, toy_dataset, tmp_path / "seq", importance_sampling_level="sequence")
     advantages = torch.tensor([-1.0, 1.0, 1.0, -1.0])
     # Uniform log-ratio within each sequence: the sequence ratio equals every token ratio.
     offsets = torch.tensor([0.5, 2.0, 0.9, 1.1]).log().unsqueeze(1).expand(4, 6).clone()

@@ -196,7 +196,7 @@ def test_gradient_matches_finite_differences():
     [
         ({"n": -1.0}, "dgpo_n"),
         ({"m": 0.5}, "dgpo_m"),
-        ({"epsilon_low": 1.0}, "epsilon_low"),
+        ({"epsilon_low": 1.0}, "epsilon"),
         ({"epsilon_high": -0.1}, "epsilon_high"),
     ],
 )

@@ -11,6 +11,7 @@ from scope_trl.toy import (
     boxed_answer_reward,
     build_tiny_model,
     build_tokenizer,
+    contains_digit_reward,
     digit_fraction_reward,
     extract_boxed,
     make_arithmetic_dataset,
@@ -91,3 +92,4 @@ def test_rewards():
     ]
     assert boxed_answer_reward(completions, solution=["5", "6", "8"]) == [1.0, 0.0, 0.0]
     assert digit_fraction_reward(["a1", "12", ""]) == [0.5, 1.0, 0.0]
+    assert contains_digit_reward(["a1", "ab", [{"role": "assistant", "content": "7"}]]) == [1.0, 0.0, 1.0]

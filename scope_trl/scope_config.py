@@ -1,0 +1,272 @@
+"""Configuration of `SCOPETrainer`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import GRPOConfig
+
+from .losses import check_dgpo_exponents, check_trust_region
+from .weights import DIRECTIONS, NORMALIZATIONS
+
+
+SCOPE_AGGREGATIONS = ("official", "per_path", "global")
+POLICY_SURROGATES = ("ppo", "dgpo")
+
+
+@dataclass
+class SCOPEConfig(GRPOConfig):
+    r"""
+    Configuration class for the [`SCOPETrainer`].
+
+    [`SCOPEConfig`] inherits every parameter of [`~trl.GRPOConfig`] (generation, vLLM, batching, logging, ...) and adds
+    the teacher, the routing and the Dual-Path Adaptive Weighting of [SCOPE](https://huggingface.co/papers/2604.10688).
+    GRPO defaults that already match the paper are kept: no reference model (`beta=0.0`), one iteration per
+    generation batch (`num_iterations=1`), no entropy bonus. Inherited parameters keep their GRPO meaning, except:
+
+    - `loss_type` does not apply: SCOPE owns its aggregation (`scope_loss_aggregation`). Only its default `"dapo"`
+      is accepted, so a config copied from GRPO with another value fails loudly instead of being silently ignored.
+    - `importance_sampling_level` must be `"token"`: the distillation advantage is per token.
+    - `delta` and `use_liger_kernel` are rejected, as in [`DGPOConfig`].
+    - `epsilon` / `epsilon_high` are the clip range of the distillation path's surrogate.
+
+    Parameters:
+        > Parameters that control the teacher
+
+        teacher_model_name_or_path (`str`, *optional*):
+            Hub name or local path of the teacher, loaded like the student. May be left `None` when a model instance
+            is passed to the trainer as `teacher_model`; the trainer refuses to start without a teacher. The teacher
+            must use the student's tokenizer (same token-to-id map); a larger, padded embedding matrix is fine.
+        teacher_model_revision (`str`, *optional*):
+            Revision (branch, tag or commit) of the teacher.
+        teacher_model_init_kwargs (`str` or `dict[str, Any]`, *optional*):
+            Keyword arguments for `from_pretrained` when the teacher is given by name. `dtype` defaults to the
+            student's.
+        teacher_temperature (`float`, *optional*, defaults to `1.0`):
+            Temperature applied to the teacher's logits when scoring (the official code scores at 1.0). Student
+            log-probs are always at the sampling `temperature`, as in TRL.
+
+        > Parameters that control routing and the Dual-Path Adaptive Weighting
+
+        correctness_reward (`str`, *optional*):
+            The reward function that acts as verifier and routes rollouts: its name (as in the `rewards/<name>/mean`
+            metric) or its position, e.g. `"0"`. Defaults to the first reward function. Other reward functions do not
+            influence routing.
+        correctness_threshold (`float`, *optional*, defaults to `1.0`):
+            A rollout is correct when its verifier reward is >= this value. A verifier returning `None` excludes the
+            rollout from both paths.
+        routing (`bool`, *optional*, defaults to `True`):
+            Route by correctness. `False` sends every rollout to the distillation path, unweighted, with no MLE term:
+            plain on-policy distillation (the paper's OPD baseline).
+        scope_tau (`float`, *optional*, defaults to `1.0`):
+            DPAW temperature τ > 0 (the paper sweeps 0.5, 1, 2). Smaller values give more peaked weights.
+        use_student_weights (`bool`, *optional*, defaults to `True`):
+            Weight correct rollouts by the student's perplexity; `False` gives them weight 1.
+        use_teacher_weights (`bool`, *optional*, defaults to `True`):
+            Weight incorrect rollouts by the teacher's perplexity; `False` gives them weight 1.
+        student_weight_direction (`str`, *optional*, defaults to `"paper"`):
+            `"paper"` favours correct rollouts with HIGH student perplexity (Eq. 4); `"reversed"` favours low
+            perplexity (what the released run scripts do).
+        teacher_weight_direction (`str`, *optional*, defaults to `"paper"`):
+            `"paper"` favours incorrect rollouts with LOW teacher perplexity (Eq. 5); `"reversed"` the opposite.
+        weight_normalization (`str`, *optional*, defaults to `"mean"`):
+            `"mean"`: weights average to 1 within each subset of a group (official code); `"sum"`: they sum to 1
+            (the paper's softmax). A singleton subset gets 1 either way.
+
+        > Parameters that control the loss
+
+        policy_surrogate (`str`, *optional*, defaults to `"ppo"`):
+            Surrogate of the distillation path (and of the optional outcome term): `"ppo"` (PPO clip with `epsilon` /
+            `epsilon_high`) or `"dgpo"` (DGPO's soft clip with `dgpo_n` / `dgpo_m`). Both reduce to -A·∇log π at
+            one update per generation batch. The correct path is always plain weighted NLL (no ratio, no clip).
+        dgpo_n (`float`, *optional*, defaults to `1.0`):
+            DGPO's left decay exponent, used with `policy_surrogate="dgpo"`. Must be >= 0.
+        dgpo_m (`float`, *optional*, defaults to `2.0`):
+            DGPO's right root order, used with `policy_surrogate="dgpo"`. Must be >= 1.
+        scope_loss_aggregation (`str`, *optional*, defaults to `"official"`):
+            Token divisors of the two terms, from global token counts of the generation batch: `"official"` (OPD
+            term over all routed tokens, MLE term over correct-path tokens, as the official code), `"per_path"` (each
+            term over its own path's tokens) or `"global"` (both over all routed tokens: one token mean).
+        mle_coef (`float`, *optional*, defaults to `1.0`):
+            Coefficient of the correct path's weighted MLE term, >= 0.
+        opd_coef (`float`, *optional*, defaults to `1.0`):
+            Coefficient of the incorrect path's distillation term, >= 0.
+        outcome_advantage_coef (`float`, *optional*, defaults to `0.0`):
+            When > 0, GRPO's group-normalised outcome advantage times this coefficient is added to every routed
+            rollout through the same surrogate: an RL + distillation hybrid. 0 is the paper's method.
+    """
+
+    _VALID_DICT_FIELDS = GRPOConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]
+
+    # Parameters that control the teacher
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub name or local path of the teacher. It must share the student's tokenizer. May be None when "
+            "a model instance is passed to the trainer as `teacher_model`."
+        },
+    )
+    teacher_model_revision: str | None = field(
+        default=None,
+        metadata={"help": "Revision of the teacher model (branch name, tag or commit hash)."},
+    )
+    teacher_model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the teacher is given by name; "
+            "`dtype` defaults to the student's."
+        },
+    )
+    teacher_temperature: float = field(
+        default=1.0,
+        metadata={"help": "Temperature applied to the teacher's logits when scoring the student's tokens (> 0)."},
+    )
+
+    # Parameters that control routing and the Dual-Path Adaptive Weighting
+    correctness_reward: str | None = field(
+        default=None,
+        metadata={
+            "help": "Name or position (e.g. '0') of the reward function used as verifier for routing. Defaults to "
+            "the first reward function."
+        },
+    )
+    correctness_threshold: float = field(
+        default=1.0,
+        metadata={"help": "A rollout is correct when its verifier reward is >= this threshold."},
+    )
+    routing: bool = field(
+        default=True,
+        metadata={
+            "help": "Route rollouts by correctness. False sends every rollout to the distillation path with weight 1 "
+            "and no MLE term (plain on-policy distillation, the paper's OPD baseline)."
+        },
+    )
+    scope_tau: float = field(
+        default=1.0,
+        metadata={"help": "Temperature of the dual-path adaptive weights (> 0). The paper uses 1.0."},
+    )
+    use_student_weights: bool = field(
+        default=True,
+        metadata={"help": "Weight correct rollouts by the student's perplexity (False: weight 1)."},
+    )
+    use_teacher_weights: bool = field(
+        default=True,
+        metadata={"help": "Weight incorrect rollouts by the teacher's perplexity (False: weight 1)."},
+    )
+    student_weight_direction: str = field(
+        default="paper",
+        metadata={
+            "help": "'paper': favour correct rollouts with high student perplexity (Eq. 4). 'reversed': favour low "
+            "perplexity, as the released run scripts do."
+        },
+    )
+    teacher_weight_direction: str = field(
+        default="paper",
+        metadata={
+            "help": "'paper': favour incorrect rollouts with low teacher perplexity (Eq. 5). 'reversed': the opposite."
+        },
+    )
+    weight_normalization: str = field(
+        default="mean",
+        metadata={
+            "help": "'mean': weights average to 1 within each subset of a group (official code). 'sum': they sum to "
+            "1 (the paper's softmax)."
+        },
+    )
+
+    # Parameters that control the loss
+    policy_surrogate: str = field(
+        default="ppo",
+        metadata={
+            "help": "Surrogate of the distillation path: 'ppo' (PPO clip with epsilon / epsilon_high) or 'dgpo' "
+            "(DGPO soft clip with dgpo_n / dgpo_m)."
+        },
+    )
+    dgpo_n: float = field(
+        default=1.0,
+        metadata={"help": "DGPO left decay exponent (>= 0), used with policy_surrogate='dgpo'."},
+    )
+    dgpo_m: float = field(
+        default=2.0,
+        metadata={"help": "DGPO right root order (>= 1), used with policy_surrogate='dgpo'."},
+    )
+    scope_loss_aggregation: str = field(
+        default="official",
+        metadata={
+            "help": "Token divisors of the two terms: 'official' (OPD over all routed tokens, MLE over correct-path "
+            "tokens), 'per_path' (each term over its own tokens) or 'global' (both over all routed tokens)."
+        },
+    )
+    mle_coef: float = field(
+        default=1.0,
+        metadata={"help": "Coefficient of the correct path's weighted MLE term (>= 0)."},
+    )
+    opd_coef: float = field(
+        default=1.0,
+        metadata={"help": "Coefficient of the incorrect path's distillation term (>= 0)."},
+    )
+    outcome_advantage_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of GRPO's group-normalised outcome advantage, added to every routed rollout through the "
+            "same surrogate (>= 0; 0 is the paper's method)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+
+        def require(condition: bool, message: str) -> None:
+            if not condition:
+                raise ValueError(message)
+
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            require(value in allowed, f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}.")
+
+        def non_negative(name: str) -> None:
+            value = getattr(self, name)
+            require(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}.")
+
+        require(
+            math.isfinite(self.teacher_temperature) and self.teacher_temperature > 0,
+            f"teacher_temperature must be > 0, got {self.teacher_temperature}.",
+        )
+        require(
+            math.isfinite(self.scope_tau) and self.scope_tau > 0,
+            f"scope_tau must be > 0 (the paper sweeps 0.5, 1.0 and 2.0), got {self.scope_tau}.",
+        )
+        require(math.isfinite(self.correctness_threshold), "correctness_threshold must be a finite number.")
+        choice("student_weight_direction", DIRECTIONS)
+        choice("teacher_weight_direction", DIRECTIONS)
+        choice("weight_normalization", NORMALIZATIONS)
+        choice("policy_surrogate", POLICY_SURROGATES)
+        choice("scope_loss_aggregation", SCOPE_AGGREGATIONS)
+        for name in ("mle_coef", "opd_coef", "outcome_advantage_coef"):
+            non_negative(name)
+        check_dgpo_exponents(self.dgpo_n, self.dgpo_m)
+        check_trust_region(self.epsilon, self.epsilon if self.epsilon_high is None else self.epsilon_high)
+        if isinstance(self.correctness_reward, int) and not isinstance(self.correctness_reward, bool):
+            self.correctness_reward = str(self.correctness_reward)
+        require(
+            self.correctness_reward is None or isinstance(self.correctness_reward, str),
+            f"correctness_reward must be a reward function's name or position, got {self.correctness_reward!r}.",
+        )
+
+        require(
+            self.loss_type == "dapo",
+            f"loss_type={self.loss_type!r} does not apply to SCOPE, which owns its token aggregation: leave loss_type "
+            f"at 'dapo' and choose scope_loss_aggregation among {', '.join(map(repr, SCOPE_AGGREGATIONS))}.",
+        )
+        require(
+            self.importance_sampling_level == "token",
+            "importance_sampling_level must be 'token' for SCOPE: its distillation advantage is per token.",
+        )
+        require(self.delta is None, f"delta={self.delta} (INTELLECT-2's ratio cap) is not supported by SCOPE.")
+        require(
+            not self.use_liger_kernel,
+            "use_liger_kernel=True is not supported by SCOPETrainer: its loss is computed from TRL's fused LM head. "
+            'Set use_liger_kernel=False (for fused layer kernels, use model_init_kwargs={"use_kernels": True}).',
+        )

@@ -1,0 +1,434 @@
+"""`SCOPETrainer`: correctness-routed, perplexity-weighted on-policy distillation inside TRL's GRPO pipeline."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+import warnings
+
+import torch
+from accelerate.utils import gather_object
+from transformers import AutoTokenizer, PreTrainedModel
+from trl.models import prepare_deepspeed, prepare_fsdp
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import add_fused_lm_head, create_model_from_path, get_config_model_id
+
+from .aggregation import global_token_normalizer
+from .losses import dgpo_terms, ppo_clip_loss
+from .scope_config import SCOPEConfig
+from .surrogate_trainer import PolicyBatch, SurrogateGRPOTrainer
+from .weights import dual_path_weights
+
+
+# Route of a rollout, as stored per row in the generation batch (`scope_path`).
+EXCLUDED, CORRECT, INCORRECT = 0, 1, 2
+ROUTE_NAMES = {EXCLUDED: "excluded", CORRECT: "mle", INCORRECT: "opd"}
+
+
+class SCOPETrainer(SurrogateGRPOTrainer):
+    r"""
+    Trainer for SCOPE, from the paper [SCOPE: Signal-Calibrated On-Policy Distillation Enhancement with Dual-Path
+    Adaptive Weighting](https://huggingface.co/papers/2604.10688).
+
+    A [`~trl.GRPOTrainer`] with a teacher. The student samples `num_generations` rollouts per prompt; the verifier
+    reward (`correctness_reward`) routes each one:
+
+    - **incorrect** rollouts are distilled on-policy: per-token advantage w^tea · (log π_T − log π_old) on the student's
+      own sampled tokens (a sampled-token reverse-KL estimate), through the `policy_surrogate` (PPO clip or DGPO);
+    - **correct** rollouts are reinforced by weighted maximum likelihood, −w^stu · log π_θ per token;
+    - w^tea favours low teacher perplexity, w^stu high student perplexity, each normalised within the prompt group's
+      subset (`scope_trl.weights.dual_path_weights`).
+
+    Rollouts whose verifier returned `None` are excluded from both paths. The reward is used only to route (no GRPO
+    advantage unless `outcome_advantage_coef > 0`). Everything else of GRPO (generation with transformers or vLLM,
+    batching, logging, checkpoints, PEFT, DeepSpeed) is unchanged.
+
+    Args:
+        model, reward_funcs, args, **kwargs: as for [`~trl.GRPOTrainer`]; `args` must be a [`SCOPEConfig`].
+        teacher_model (`str` or [`~transformers.PreTrainedModel`], *optional*):
+            The teacher, as a name or path (loaded with `args.teacher_model_init_kwargs`, default dtype the student's)
+            or as a model instance. Defaults to `args.teacher_model_name_or_path`. It must share the student's
+            tokenizer. It is frozen, kept in eval mode, never saved in checkpoints, sharded under ZeRO-3 and replicated
+            otherwise.
+
+    Implementation notes (decisions where the paper is silent, see `shared/docs/scope_method.md` §13):
+
+    - Routing, teacher scoring, the weights and the per-token advantages are computed once per generation batch, on the
+      global view of the batch (a prompt group may straddle processes), and reused by every micro-batch and iteration.
+    - π_old is TRL's `old_per_token_logps` when it exists, else a no-grad student forward made here, once.
+    - The teacher scores only the rollouts that need a teacher signal (the incorrect ones; all of them with
+      `routing=False`). Under DeepSpeed ZeRO-3 every process makes the same number of teacher forward calls (padded with
+      copies of a local row), since each call is a collective.
+    - With vLLM and `vllm_importance_sampling_correction=True`, TRL's importance-sampling ratio multiplies the per-token
+      loss of both paths, as it does in GRPO; the official SCOPE run has no such correction (set it to False to match).
+    """
+
+    _tag_names = ["trl", "grpo", "scope", "distillation", "scope-trl"]
+    _name = "SCOPE"
+    _paper = {
+        "title": "SCOPE: Signal-Calibrated On-Policy Distillation Enhancement with Dual-Path Adaptive Weighting",
+        "id": "2604.10688",
+        # docstyle-ignore
+        "citation": textwrap.dedent("""\
+            @article{zheng2026scope,
+                title        = {{SCOPE: Signal-Calibrated On-Policy Distillation Enhancement with Dual-Path Adaptive Weighting}},
+                author       = {B. Zheng and X. Ma and Y. Liang and J. Ruan and X. Fu and K. Lin and B. Zhu and K. Zeng and X. Cai},
+                year         = 2026,
+                eprint       = {arXiv:2604.10688},
+            }"""),
+    }
+
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: SCOPEConfig | None = None,
+        teacher_model: str | PreTrainedModel | None = None,
+        **kwargs,
+    ):
+        if args is None:
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = SCOPEConfig(f"{model_name.split('/')[-1]}-SCOPE")
+        elif not isinstance(args, SCOPEConfig):
+            raise TypeError(
+                f"SCOPETrainer needs a SCOPEConfig, got {type(args).__name__}. Build one with the same arguments plus "
+                "the teacher, e.g. SCOPEConfig(..., teacher_model_name_or_path=...)."
+            )
+        teacher = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
+        if teacher is None:
+            raise ValueError(
+                "SCOPETrainer needs a teacher: pass `teacher_model=` (a name, a path or a model instance) or set "
+                "`teacher_model_name_or_path` in the SCOPEConfig."
+            )
+        super().__init__(model, reward_funcs, args=args, **kwargs)
+
+        self._verifier_index = self._resolve_verifier(args.correctness_reward)
+        self._last_rewards_per_func = None
+        self.teacher_model = self._prepare_teacher(teacher)
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Construction
+    # ---------------------------------------------------------------------------------------------------------------
+
+    def _resolve_verifier(self, correctness_reward: str | None) -> int:
+        names = self.reward_func_names
+        if correctness_reward is None:
+            return 0
+        if correctness_reward in names:
+            return names.index(correctness_reward)
+        if str(correctness_reward).isdigit() and int(correctness_reward) < len(names):
+            return int(correctness_reward)
+        raise ValueError(
+            f"correctness_reward={correctness_reward!r} names no reward function of this trainer. Use one of the names "
+            f"{names} or a position from 0 to {len(names) - 1}."
+        )
+
+    def _prepare_teacher(self, teacher: str | PreTrainedModel):
+        args = self.args
+        if isinstance(teacher, str):
+            init_kwargs = dict(args.teacher_model_init_kwargs or {})
+            init_kwargs.setdefault("dtype", self.model.dtype)
+            if args.teacher_model_revision is not None:
+                init_kwargs.setdefault("revision", args.teacher_model_revision)
+            init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+            if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
+                init_kwargs["device_map"] = None
+            teacher = create_model_from_path(teacher, **init_kwargs)
+        elif args.teacher_model_init_kwargs is not None:
+            raise ValueError(
+                "teacher_model_init_kwargs is set, but the teacher was passed as an instantiated model: load it with "
+                "those arguments yourself, or pass its name or path instead."
+            )
+        self._check_teacher_tokenizer(teacher)
+        teacher.requires_grad_(False)
+        teacher.eval()
+        # Teacher log-probs come from a fused LM head: B x T x vocabulary logits are never materialised.
+        add_fused_lm_head(teacher, temperature=args.teacher_temperature, outputs=("log_probs",))
+        if self.is_deepspeed_enabled:
+            return prepare_deepspeed(teacher, self.accelerator)  # sharded under ZeRO-3, a stage-0 replica otherwise
+        if self.is_fsdp_enabled:
+            return prepare_fsdp(teacher, self.accelerator)
+        return self.accelerator.prepare_model(teacher, evaluation_mode=True)
+
+    def _check_teacher_tokenizer(self, teacher: PreTrainedModel) -> None:
+        """The teacher scores the student's token ids, so both must map text to the same ids."""
+        student_name = get_config_model_id(self.model.config) or "the student"
+        teacher_name = get_config_model_id(teacher.config) or "the teacher"
+        student_tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        why = (
+            "SCOPE feeds the student's sampled token ids to the teacher, so a different token-to-id map would make the "
+            "teacher score different text and the distillation signal meaningless. Use a teacher from the student's "
+            "model family (same tokenizer)."
+        )
+        teacher_vocab_size = teacher.config.get_text_config().vocab_size
+        if len(student_tokenizer) > teacher_vocab_size:
+            raise ValueError(
+                f"The student {student_name} has {len(student_tokenizer)} tokens but the teacher {teacher_name} only "
+                f"{teacher_vocab_size} embedding rows: some student token ids do not exist for the teacher. {why}"
+            )
+        try:
+            teacher_tokenizer = AutoTokenizer.from_pretrained(
+                teacher_name, revision=self.args.teacher_model_revision, trust_remote_code=self.args.trust_remote_code
+            )
+        except (OSError, ValueError):
+            warnings.warn(
+                f"Could not load the tokenizer of the teacher {teacher_name} to check that it matches the student's "
+                f"({student_name}); only the vocabulary size was checked. {why}",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
+        student_vocab, teacher_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
+        mismatched = [token for token, index in student_vocab.items() if teacher_vocab.get(token) != index]
+        if mismatched:
+            examples = ", ".join(
+                f"{token!r}: {student_vocab[token]} vs {teacher_vocab.get(token)}" for token in sorted(mismatched)[:3]
+            )
+            raise ValueError(
+                f"The teacher {teacher_name} does not share the tokenizer of the student {student_name}: "
+                f"{len(mismatched)} of the student's {len(student_vocab)} tokens map to other ids for the teacher "
+                f"(student id vs teacher id, e.g. {examples}). {why}"
+            )
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Once per generation batch: route, score with the teacher, weight, build per-token advantages
+    # ---------------------------------------------------------------------------------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards_per_func = rewards  # (N_global, n_funcs), gathered; NaN where a function returned None
+        return rewards
+
+    def _route(self, rewards_per_func: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(correct, valid) booleans over the global batch, from the verifier column of the gathered rewards."""
+        verifier = rewards_per_func[:, self._verifier_index]
+        if not self.args.routing:  # plain OPD: the verifier is not consulted, every rollout is distilled
+            everything = torch.ones_like(verifier, dtype=torch.bool)
+            return ~everything, everything
+        valid = ~torch.isnan(verifier)
+        return valid & (verifier >= self.args.correctness_threshold), valid
+
+    @torch.no_grad()
+    def _score_with_teacher(self, input_ids, attention_mask, logits_to_keep, rows, batch_size) -> torch.Tensor:
+        """Teacher log-probs of the completion tokens of the selected local `rows`; 0 on the other rows.
+
+        Under ZeRO-3 each teacher forward gathers sharded parameters collectively, so every process scores the same
+        number of rows (the global maximum), padding with copies of its first row; the padding is discarded.
+        """
+        teacher_logps = torch.zeros(input_ids.size(0), logits_to_keep, device=input_ids.device)
+        selected = rows.nonzero().squeeze(1)
+        num_rows = selected.numel()
+        if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            counts = self.accelerator.gather(torch.tensor([num_rows], device=input_ids.device))
+            padded = int(counts.max())
+            filler = torch.zeros(padded - num_rows, dtype=selected.dtype, device=selected.device)
+            selected = torch.cat([selected, filler])
+        if selected.numel() == 0:
+            return teacher_logps
+        logps, _, _ = self._get_per_token_logps_and_entropies(
+            self.teacher_model,
+            input_ids[selected],
+            attention_mask[selected],
+            logits_to_keep,
+            batch_size=batch_size,
+        )
+        teacher_logps[selected[:num_rows]] = logps[:num_rows].float()
+        return teacher_logps
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        args = self.args
+        training = self.model.training
+        mode = "train" if training else "eval"
+        group_size = self.num_generations if training else self.num_generations_eval
+        batch_size = args.per_device_train_batch_size if training else args.per_device_eval_batch_size
+
+        completion_ids, completion_mask = out["completion_ids"], out["completion_mask"]
+        local_rows, logits_to_keep = completion_ids.shape
+        mask = completion_mask if "tool_mask" not in out else completion_mask * out["tool_mask"]
+        mask = mask.float()
+        rank = self.accelerator.process_index
+        process_slice = slice(rank * local_rows, (rank + 1) * local_rows)
+        input_ids = torch.cat([out["prompt_ids"], completion_ids], dim=1)
+        attention_mask = torch.cat([out["prompt_mask"], completion_mask], dim=1)
+
+        correct, valid = self._route(self._last_rewards_per_func)
+        incorrect = valid & ~correct
+        local_correct, local_incorrect = correct[process_slice], incorrect[process_slice]
+
+        # π_old: TRL's old log-probs when it computed them, else one no-grad forward of the current student.
+        behaviour_logps = out.get("old_per_token_logps")
+        if behaviour_logps is None:
+            with torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs):
+                behaviour_logps, _, _ = self._get_per_token_logps_and_entropies(
+                    self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
+                )
+        behaviour_logps = behaviour_logps.float()
+
+        start = time.perf_counter()
+        teacher_logps = self._score_with_teacher(
+            input_ids, attention_mask, logits_to_keep, local_incorrect, batch_size
+        )
+        score_time = time.perf_counter() - start
+
+        lengths = mask.sum(1).clamp(min=1.0)
+        student_seq_logps = self.accelerator.gather((behaviour_logps * mask).sum(1) / lengths)
+        teacher_seq_logps = self.accelerator.gather((teacher_logps * mask).sum(1) / lengths)
+        if args.routing:
+            weights = dual_path_weights(
+                student_seq_logps,
+                teacher_seq_logps,
+                correct,
+                group_size,
+                tau=args.scope_tau,
+                valid=valid,
+                student_direction=args.student_weight_direction,
+                teacher_direction=args.teacher_weight_direction,
+                normalization=args.weight_normalization,
+                use_student_weights=args.use_student_weights,
+                use_teacher_weights=args.use_teacher_weights,
+            )
+        else:
+            weights = valid.float()  # plain OPD: every rollout weighs 1
+        local_weights = weights[process_slice]
+
+        # Per-token advantages, constant for every micro-batch and iteration of this generation batch.
+        distillation = local_weights.unsqueeze(1) * (teacher_logps - behaviour_logps)
+        reinforcement = local_weights.unsqueeze(1).expand_as(distillation)
+        advantages = torch.where(local_correct.unsqueeze(1), reinforcement, distillation)
+        advantages = advantages * (local_correct | local_incorrect).unsqueeze(1)
+
+        path = torch.full((local_rows,), EXCLUDED, dtype=torch.long, device=mask.device)
+        path[local_correct] = CORRECT
+        path[local_incorrect] = INCORRECT
+        row_tokens = mask.sum(1)
+        counts = self.accelerator.reduce(
+            torch.stack([row_tokens[local_correct].sum(), row_tokens[local_incorrect].sum()]), reduction="sum"
+        )
+        out.update(
+            outcome_advantages=out["advantages"],  # GRPO's (B,), used only when outcome_advantage_coef > 0
+            advantages=advantages.detach(),
+            scope_path=path,
+            scope_weight=local_weights,
+            scope_num_tokens_correct=counts[0],
+            scope_num_tokens_incorrect=counts[1],
+            num_items_in_batch=counts.sum(),  # every routed token: the dapo-style normaliser of the loss
+        )
+
+        self._log_routing_metrics(
+            mode,
+            correct,
+            incorrect,
+            group_size,
+            weights,
+            student_seq_logps,
+            teacher_seq_logps,
+            teacher_logps,
+            behaviour_logps,
+            mask * local_incorrect.unsqueeze(1).float(),
+            score_time,
+        )
+        routes = torch.where(correct, CORRECT, torch.where(incorrect, INCORRECT, EXCLUDED)).tolist()
+        self._logs["extra"]["scope_route"].extend(ROUTE_NAMES[r] for r in routes)
+        self._logs["extra"]["scope_weight"].extend(weights.tolist())
+        return out
+
+    def _log_routing_metrics(
+        self,
+        mode,
+        correct,
+        incorrect,
+        group_size,
+        weights,
+        student_seq_logps,
+        teacher_seq_logps,
+        teacher_logps,
+        behaviour_logps,
+        distill_mask,
+        score_time,
+    ) -> None:
+        """Generation-batch metrics; inputs are global (identical on every process) except the last three."""
+        metrics = self._metrics[mode]
+        nan = float("nan")
+
+        def subset_stat(values, members, reduce):
+            return reduce(values[members]).item() if members.any() else nan
+
+        metrics["scope/frac_correct"].append(correct.float().mean().item())
+        metrics["scope/frac_incorrect"].append(incorrect.float().mean().item())
+        metrics["scope/frac_excluded"].append((~(correct | incorrect)).float().mean().item())
+        metrics["scope/frac_groups_all_correct"].append(correct.view(-1, group_size).all(1).float().mean().item())
+        metrics["scope/frac_groups_all_incorrect"].append(incorrect.view(-1, group_size).all(1).float().mean().item())
+        metrics["scope/student_ppl_correct_mean"].append(
+            subset_stat(torch.exp(-student_seq_logps), correct, torch.mean)
+        )
+        metrics["scope/teacher_ppl_incorrect_mean"].append(
+            subset_stat(torch.exp(-teacher_seq_logps), incorrect, torch.mean)
+        )
+        metrics["scope/student_weight_max"].append(subset_stat(weights, correct, torch.max))
+        metrics["scope/student_weight_min"].append(subset_stat(weights, correct, torch.min))
+        metrics["scope/teacher_weight_max"].append(subset_stat(weights, incorrect, torch.max))
+        metrics["scope/teacher_weight_min"].append(subset_stat(weights, incorrect, torch.min))
+        # Sampled-token reverse-KL estimate on the distillation path: mean of log π_old − log π_T over its tokens.
+        kl = self._global_masked_mean(behaviour_logps - teacher_logps, distill_mask, empty=nan)
+        metrics["scope/teacher_kl"].append(kl)
+        score_times = self.accelerator.gather(torch.tensor([score_time], device=weights.device))
+        metrics["teacher/score_time"].append(score_times.max().item())
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # The loss
+    # ---------------------------------------------------------------------------------------------------------------
+
+    def _policy_batch(self, model, inputs) -> PolicyBatch:
+        batch = super()._policy_batch(model, inputs)
+        # Excluded rollouts (the verifier returned None) take no part in any term, metric or count.
+        batch.mask = batch.mask * (inputs["scope_path"] != EXCLUDED).unsqueeze(1)
+        return batch
+
+    def _surrogate_loss(self, log_ratio: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+        """Per-token loss of the distillation path (and of the outcome term) under the selected surrogate."""
+        if self.args.policy_surrogate == "dgpo":
+            terms = dgpo_terms(
+                log_ratio, advantages, self.epsilon_low, self.epsilon_high, n=self.args.dgpo_n, m=self.args.dgpo_m
+            )
+            return -advantages * terms.surrogate
+        return ppo_clip_loss(log_ratio, advantages, self.epsilon_low, self.epsilon_high)
+
+    def _per_token_policy_loss(self, batch: PolicyBatch, inputs: dict) -> torch.Tensor:
+        """SCOPE's objective (paper Eq. 6) per token, pre-scaled so that one global token normaliser serves all terms.
+
+        The base class divides the summed loss by norm(N_all), the routed token count; a term whose divisor is
+        norm(N_c) or norm(N_w) (`scope_loss_aggregation`) is therefore scaled here by N_all / N_c or N_all / N_w.
+        """
+        args = self.args
+        path = inputs["scope_path"].unsqueeze(1)
+        correct, incorrect = (path == CORRECT).float(), (path == INCORRECT).float()
+        num_all = inputs["num_items_in_batch"].clamp(min=1.0)
+        num_correct = inputs["scope_num_tokens_correct"].clamp(min=1.0)
+        num_incorrect = inputs["scope_num_tokens_incorrect"].clamp(min=1.0)
+        mle_scale = 1.0 if args.scope_loss_aggregation == "global" else num_all / num_correct
+        opd_scale = num_all / num_incorrect if args.scope_loss_aggregation == "per_path" else 1.0
+
+        # Correct path: plain weighted NLL, -w_stu · log π_θ (no ratio, no clip), as in the official code.
+        mle = -batch.advantages * batch.per_token_logps * correct * (args.mle_coef * mle_scale)
+        # Incorrect path: the distillation advantage through the selected surrogate.
+        opd = self._surrogate_loss(batch.log_ratio, batch.advantages) * incorrect * (args.opd_coef * opd_scale)
+        per_token_loss = mle + opd
+        if args.outcome_advantage_coef > 0:
+            outcome = inputs["outcome_advantages"].unsqueeze(1)
+            per_token_loss = per_token_loss + args.outcome_advantage_coef * self._surrogate_loss(
+                batch.log_ratio, outcome
+            ) * (correct + incorrect)
+
+        normalizer = global_token_normalizer(
+            inputs["num_items_in_batch"],
+            self.accelerator.num_processes,
+            self._accumulation_steps(batch.training),
+            args.steps_per_generation,
+            training=batch.training,
+        )
+        metrics = self._metrics[batch.mode]
+        for name, term in (("scope/mle_loss", mle), ("scope/opd_loss", opd)):
+            value = (term.detach() * batch.mask).sum() / normalizer
+            metrics[name].append(self.accelerator.gather(value).mean().item())
+        return per_token_loss

@@ -1,0 +1,183 @@
+"""DGPO under `accelerate launch`: several CPU processes, DeepSpeed ZeRO-2 / ZeRO-3, LoRA, gradient accumulation.
+
+Each test launches `tests/scripts/run_dgpo_tiny.py` in fresh processes with one of the configs of
+`accelerate_configs/` and checks the JSON report that the script's main process writes: world size, distribution
+type, parameters that moved (gathered under ZeRO-3), identical models on every rank, and DGPO's metrics in the log
+history. Everything runs on CPU with the tiny student of the offline test bed.
+
+Two launcher facts shape the commands:
+
+- `accelerate launch` starts only **one** process for a `MULTI_CPU` config unless it is given `--mpirun_hostfile`
+  (it then runs `mpirun`); without MPI, `--multi_gpu` makes it spawn the processes with torchrun, and each process
+  still comes up as `MULTI_CPU` over gloo because the config (and `DGPOConfig(use_cpu=True)`) asks for the CPU.
+- DeepSpeed selects its CPU accelerator by itself when there is no GPU and communicates over gloo. The first
+  DeepSpeed launch on a machine JIT-compiles DeepSpeed's `deepspeed_shm_comm` op into the torch extensions cache
+  (35-60 s on 2 cores); later launches load it from the cache.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+pytestmark = pytest.mark.distributed
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "accelerate_configs"
+SCRIPT = Path(__file__).resolve().parent / "scripts" / "run_dgpo_tiny.py"
+
+# Generous: a launch takes about 10 s (2 processes on 2 cores), the first DeepSpeed one about a minute (JIT build).
+LAUNCH_TIMEOUT = 600
+DGPO_METRICS = ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "policy_loss")
+# Variables that would make the launched processes join some outer distributed job instead of their own.
+INHERITED_DIST_VARS = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tail(text: str, n: int = 60) -> str:
+    return "\n".join(text.splitlines()[-n:])
+
+
+def launch(config: str, model: str, tmp_path: Path, *script_args: str, accelerate_args: tuple = ()) -> dict:
+    """Run the tiny DGPO script under `accelerate launch --config_file accelerate_configs/<config>`; return its report."""
+    port = _free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in INHERITED_DIST_VARS and not key.startswith("ACCELERATE_")
+    }
+    env.update(
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        MASTER_PORT=str(port),
+    )
+    result_path = tmp_path / "result.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(CONFIG_DIR / config),
+        "--main_process_port",
+        str(port),
+        *accelerate_args,
+        str(SCRIPT),
+        "--model",
+        model,
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--result",
+        str(result_path),
+        *script_args,
+    ]
+    # A session of its own, so that a timeout can take down the launcher's worker processes with it.
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=LAUNCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"`{' '.join(cmd)}` ran past {LAUNCH_TIMEOUT} s\n{_tail(stdout)}\n{_tail(stderr)}")
+    output = f"--- stdout (tail) ---\n{_tail(stdout)}\n--- stderr (tail) ---\n{_tail(stderr)}"
+    assert proc.returncode == 0, f"`{' '.join(cmd)}` exited with {proc.returncode}\n{output}"
+    assert result_path.is_file(), f"The script did not write {result_path}\n{output}"
+    return json.loads(result_path.read_text())
+
+
+def check_report(report: dict, world_size: int, distributed_type: str, zero_stage=None, global_step: int = 2):
+    summary = {key: value for key, value in report.items() if key != "log_history"}
+    assert report["world_size"] == world_size, summary
+    assert report["distributed_type"] == f"DistributedType.{distributed_type}", summary
+    assert report["zero_stage"] == zero_stage, summary
+    assert report["global_step"] == global_step, summary
+    assert report["params_changed"], f"No trainable parameter moved: {summary}"
+    assert report["num_params_changed"] == report["num_params_compared"], f"Some parameters did not move: {summary}"
+    assert report["num_frozen_params_changed"] == 0, f"Frozen parameters moved: {summary}"
+    assert report["ranks_in_sync"], f"The ranks hold different models after training: {summary}"
+
+    step_logs = [entry for entry in report["log_history"] if "policy_loss" in entry]
+    assert len(step_logs) == global_step, report["log_history"]  # logging_steps=1
+    for name in DGPO_METRICS:
+        assert all(name in entry for entry in step_logs), f"{name} missing from {report['log_history']}"
+    for entry in step_logs:
+        low, high, region = (entry[f"clip_ratio/{key}_mean"] for key in ("low", "high", "region"))
+        assert 0.0 <= low <= 1.0 and 0.0 <= high <= 1.0, entry
+        # LN and HP tokens are disjoint (they need advantages of opposite signs): the region is their union.
+        assert region == pytest.approx(low + high, abs=1e-6), entry
+        assert entry["policy_loss"] == entry["policy_loss"], entry  # not NaN
+    return step_logs
+
+
+def test_single_process_cpu(student_path, tmp_path):
+    """Baseline: accelerate_configs/cpu.yaml, one process, no distribution."""
+    report = launch("cpu.yaml", student_path, tmp_path)
+    check_report(report, world_size=1, distributed_type="NO")
+
+
+def test_multi_cpu_two_processes(student_path, tmp_path):
+    """(a) DDP over gloo: with 2 completions per process and num_generations=4, every prompt group straddles both
+    ranks, so the group advantages need the cross-process gather."""
+    report = launch("cpu_multi.yaml", student_path, tmp_path, accelerate_args=("--multi_gpu",))
+    check_report(report, world_size=2, distributed_type="MULTI_CPU")
+
+
+def test_deepspeed_zero2_cpu(student_path, tmp_path):
+    """(b) DeepSpeed ZeRO-2 on DeepSpeed's CPU accelerator, 2 processes."""
+    report = launch("zero2_cpu.yaml", student_path, tmp_path)
+    check_report(report, world_size=2, distributed_type="DEEPSPEED", zero_stage=2)
+
+
+def test_deepspeed_zero3_cpu(student_path, tmp_path):
+    """(c) DeepSpeed ZeRO-3 on CPU, 2 processes: parameters are sharded, generation and the parameter comparison
+    gather them."""
+    report = launch("zero3_cpu.yaml", student_path, tmp_path)
+    check_report(report, world_size=2, distributed_type="DEEPSPEED", zero_stage=3)
+
+
+def test_deepspeed_zero3_cpu_peft(student_path, tmp_path):
+    """(d) ZeRO-3 with a LoRA adapter (r=4 on q_proj/v_proj of 2 layers): only the adapter moves."""
+    report = launch("zero3_cpu.yaml", student_path, tmp_path, "--use_peft")
+    check_report(report, world_size=2, distributed_type="DEEPSPEED", zero_stage=3)
+    assert report["use_peft"]
+    assert report["num_params_compared"] == 8, report  # lora_A and lora_B of q_proj and v_proj, 2 layers
+    assert report["num_frozen_params"] > 0, report
+
+
+def test_multi_cpu_gradient_accumulation(student_path, tmp_path):
+    """(e) DDP over gloo with gradient_accumulation_steps=2 (steps_per_generation=8: 4 optimizer steps per
+    generation batch, so the second step is off-policy)."""
+    report = launch(
+        "cpu_multi.yaml",
+        student_path,
+        tmp_path,
+        "--gradient_accumulation_steps",
+        "2",
+        accelerate_args=("--multi_gpu",),
+    )
+    check_report(report, world_size=2, distributed_type="MULTI_CPU")
+    assert report["gradient_accumulation_steps"] == 2, report
+    assert report["steps_per_generation"] == 8, report

@@ -1,0 +1,435 @@
+"""SCOPETrainer on the tiny student and the larger tiny teacher: training, routing, teacher scoring, loss, errors."""
+
+import random
+import warnings
+
+import pytest
+import torch
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import GRPOConfig
+
+from scope_trl import SCOPEConfig, SCOPETrainer
+from scope_trl.scope_trainer import CORRECT, EXCLUDED, INCORRECT
+from scope_trl.toy import build_tiny_model, build_tokenizer, contains_digit_reward, make_arithmetic_dataset
+
+from .helpers import changed, hand_batch, logged, make_trainer, per_token_logps_grad, snapshot, tiny_args
+
+
+SCOPE_METRICS = [
+    "scope/frac_correct",
+    "scope/frac_groups_all_correct",
+    "scope/frac_groups_all_incorrect",
+    "scope/mle_loss",
+    "scope/opd_loss",
+    "scope/teacher_kl",
+    "scope/student_ppl_correct_mean",
+    "scope/teacher_ppl_incorrect_mean",
+    "scope/student_weight_max",
+    "scope/teacher_weight_max",
+    "teacher/score_time",
+    "policy_loss",
+]
+
+
+def scope_args(tmp_path, teacher_path=None, **overrides):
+    # SCOPE's default is one optimizer step per generation batch (aligned): TRL computes no old log-probs.
+    overrides = {"steps_per_generation": None, "teacher_model_name_or_path": teacher_path, **overrides}
+    return tiny_args(tmp_path, SCOPEConfig, **overrides)
+
+
+def build_scope(student, teacher, dataset, tmp_path, reward_funcs=contains_digit_reward, teacher_model=None, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return SCOPETrainer(
+            model=student,
+            reward_funcs=reward_funcs,
+            args=scope_args(tmp_path, teacher, **kw),
+            train_dataset=dataset,
+            teacher_model=teacher_model,
+        )
+
+
+def record_generation_batches(trainer):
+    """Wrap `_generate_and_score_completions` to keep every generation batch it returns (with the rewards)."""
+    batches = []
+    original = trainer._generate_and_score_completions
+
+    def wrapper(inputs):
+        out = original(inputs)
+        batches.append({"out": out, "rewards": trainer._last_rewards_per_func.clone()})
+        return out
+
+    trainer._generate_and_score_completions = wrapper
+    return batches
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# End to end
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_training_changes_the_student_only_and_logs_scope_metrics(student_path, teacher_path, toy_dataset, tmp_path):
+    trainer = build_scope(student_path, teacher_path, toy_dataset, tmp_path)
+    student_before, teacher_before = snapshot(trainer.model), snapshot(trainer.teacher_model)
+    trainer.train()
+    assert len(changed(student_before, trainer.model)) == len(student_before)
+    assert not changed(teacher_before, trainer.teacher_model)
+    assert not trainer.teacher_model.training
+    assert not any(p.requires_grad for p in trainer.teacher_model.parameters())
+    assert trainer.teacher_model.config.hidden_size == 32 and trainer.model.config.hidden_size == 16
+    for key in SCOPE_METRICS:
+        assert logged(trainer, key), key
+    assert set(trainer._logs["extra"]["scope_route"]) <= {"mle", "opd", "excluded"}
+    assert len(trainer._logs["extra"]["scope_weight"]) == len(trainer._logs["extra"]["scope_route"])
+    card_path = tmp_path / "README.md"
+    trainer.create_model_card(model_name="tiny-scope")
+    card = card_path.read_text()
+    assert "SCOPE" in card and "2604.10688" in card and "zheng2026scope" in card
+
+
+def test_teacher_scores_only_incorrect_rollouts_once_per_generation_batch(
+    student_path, teacher_path, toy_dataset, tmp_path
+):
+    # 2 optimizer steps per generation batch, 4 steps: exactly 2 generation batches.
+    trainer = build_scope(student_path, teacher_path, toy_dataset, tmp_path, steps_per_generation=2, max_steps=4)
+    batches = record_generation_batches(trainer)
+    scored = []
+
+    def hook(module, args, kwargs):
+        scored.append(kwargs["input_ids"].clone())
+
+    trainer.teacher_model.register_forward_pre_hook(hook, with_kwargs=True)
+    trainer.train()
+    assert len(batches) == 2
+    teacher_rows = torch.cat(scored) if scored else torch.empty(0, dtype=torch.long)
+    expected = []
+    for batch in batches:
+        out, correct = batch["out"], batch["rewards"][:, 0] >= 1.0
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+        assert (out["scope_path"] == torch.where(correct, CORRECT, INCORRECT)).all()
+        expected.append(ids[~correct])
+        torch.testing.assert_close(out["advantages"][correct], out["scope_weight"][correct, None].expand(-1, 8))
+    expected = torch.cat(expected)
+    assert 0 < len(expected) < 16  # mixed groups: both paths were exercised
+    assert teacher_rows.shape == expected.shape and torch.equal(teacher_rows, expected)
+
+
+def test_unscorable_rollouts_are_excluded_from_both_paths(student_path, teacher_path, toy_dataset, tmp_path):
+    def verifier_with_gaps(completions, **kwargs):
+        rewards = contains_digit_reward(completions)
+        return [None if i % 4 == 0 else r for i, r in enumerate(rewards)]
+
+    trainer = build_scope(student_path, teacher_path, toy_dataset, tmp_path, reward_funcs=verifier_with_gaps)
+    batches = record_generation_batches(trainer)
+    trainer.train()
+    for batch in batches:
+        out = batch["out"]
+        excluded = torch.isnan(batch["rewards"][:, 0])
+        assert excluded.sum() == len(excluded) // 4
+        assert (out["scope_path"][excluded] == EXCLUDED).all() and (out["scope_path"][~excluded] != EXCLUDED).all()
+        assert (out["advantages"][excluded] == 0).all() and (out["scope_weight"][excluded] == 0).all()
+        routed_tokens = out["completion_mask"][~excluded].sum()
+        assert out["num_items_in_batch"] == routed_tokens
+        assert out["scope_num_tokens_correct"] + out["scope_num_tokens_incorrect"] == routed_tokens
+    assert logged(trainer, "scope/frac_excluded") == pytest.approx([0.25] * 4)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"policy_surrogate": "dgpo", "steps_per_generation": 4, "dgpo_n": 2.0}, id="dgpo-surrogate"),
+        pytest.param({"steps_per_generation": 4, "num_iterations": 2, "max_steps": 8}, id="off-policy-ppo-clip"),
+        pytest.param({"scope_loss_aggregation": "per_path"}, id="per-path"),
+        pytest.param({"scope_loss_aggregation": "global", "weight_normalization": "sum"}, id="global-sum"),
+        pytest.param(
+            {"student_weight_direction": "reversed", "teacher_weight_direction": "reversed", "scope_tau": 0.5},
+            id="reversed-tau",
+        ),
+        pytest.param({"use_student_weights": False, "use_teacher_weights": False}, id="no-dpaw"),
+        pytest.param({"outcome_advantage_coef": 0.5, "mle_coef": 0.5, "opd_coef": 2.0}, id="hybrid"),
+        pytest.param({"gradient_accumulation_steps": 2}, id="grad-accum"),
+        pytest.param({"beta": 0.1}, id="reference-kl"),
+        pytest.param({"routing": False}, id="plain-opd"),
+    ],
+)
+def test_options_train(student_path, teacher_path, toy_dataset, tmp_path, overrides):
+    trainer = build_scope(student_path, teacher_path, toy_dataset, tmp_path, **overrides)
+    before = snapshot(trainer.model)
+    trainer.train()
+    assert changed(before, trainer.model)
+    assert all(torch.isfinite(torch.tensor(logged(trainer, "loss"))))
+    if overrides.get("routing") is False:
+        assert logged(trainer, "scope/frac_incorrect") == [1.0] * 4  # every rollout is distilled
+        assert logged(trainer, "scope/mle_loss") == [0.0] * 4
+        assert set(trainer._logs["extra"]["scope_weight"]) == {1.0}
+
+
+def test_lora_student(student_path, teacher_path, toy_dataset, tmp_path):
+    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = SCOPETrainer(
+            model=student_path,
+            reward_funcs=contains_digit_reward,
+            args=scope_args(tmp_path, teacher_path),
+            train_dataset=toy_dataset,
+            peft_config=peft_config,
+        )
+    before = snapshot(trainer.model)
+    trainer.train()
+    changed_params = changed(before, trainer.model)
+    assert changed_params and all("lora_" in name for name in changed_params)
+    assert logged(trainer, "scope/opd_loss")
+
+
+def reverse_kl_on_samples(student, teacher, tokenizer, prompts, samples=8, max_new_tokens=8, seed=0):
+    """KL(π_S ‖ π_T) per position, on completions sampled from the student, averaged over completion tokens.
+
+    This is the expectation of the sampled-token estimate log π_S(a) − log π_T(a) that OPD minimises, computed
+    exactly over the vocabulary at each sampled prefix so that a few dozen samples measure it without noise.
+    """
+    torch.manual_seed(seed)
+    batch = tokenizer(prompts * samples, return_tensors="pt", padding=True)
+    prompt_length = batch["input_ids"].size(1)
+    with torch.no_grad():
+        out = student.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            top_k=0,
+            top_p=1.0,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        completion_mask = (out[:, prompt_length:] != tokenizer.pad_token_id).long()
+        attention = torch.cat([batch["attention_mask"], completion_mask], 1)
+
+        def log_probs(model):
+            logits = model(input_ids=out, attention_mask=attention).logits[:, prompt_length - 1 : -1]
+            return torch.log_softmax(logits.float(), -1)
+
+        student_lp, teacher_lp = log_probs(student), log_probs(teacher)
+        kl = (student_lp.exp() * (student_lp - teacher_lp)).sum(-1)
+        return ((kl * completion_mask).sum() / completion_mask.sum()).item()
+
+
+def digit_teacher(teacher_path, tokenizer, prompts, steps=60):
+    """The tiny teacher, fine-tuned to continue any prompt with random digits: a clear, learnable target."""
+    rng = random.Random(0)
+    torch.manual_seed(0)
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_path)
+    texts = [p + " " + "".join(rng.choice("0123456789 ") for _ in range(16)) for p in prompts]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=1e-2)
+    for _ in range(steps):
+        teacher(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return teacher.eval()
+
+
+def test_plain_opd_moves_the_student_towards_the_teacher(toy_paths, tmp_path):
+    """A real learning signal: the student's reverse KL to the teacher falls over a few dozen steps of plain OPD."""
+    tokenizer = AutoTokenizer.from_pretrained(toy_paths["tokenizer"])
+    dataset = make_arithmetic_dataset(256, seed=3, conversational=False)
+    teacher = digit_teacher(toy_paths["teacher"], tokenizer, dataset["prompt"][:64])
+    prompts = dataset["prompt"][:8]
+    student = AutoModelForCausalLM.from_pretrained(toy_paths["student"])
+    before = reverse_kl_on_samples(student, teacher, tokenizer, prompts)
+    trainer = build_scope(
+        toy_paths["student"],
+        None,
+        dataset,
+        tmp_path,
+        teacher_model=teacher,
+        routing=False,
+        max_steps=30,
+        learning_rate=3e-2,
+        num_generations=4,
+        per_device_train_batch_size=16,
+        logging_steps=5,
+    )
+    trainer.train()
+    after = reverse_kl_on_samples(trainer.model, trainer.teacher_model, tokenizer, prompts)
+    assert after < 0.75 * before, (before, after)
+    kl = logged(trainer, "scope/teacher_kl")  # the trainer's own sampled-token estimate, one value per 5 steps
+    assert kl[-1] < 0.8 * kl[0], kl
+
+
+def test_checkpoint_resume_and_teacher_not_saved(student_path, teacher_path, toy_dataset, tmp_path):
+    trainer = build_scope(
+        student_path, teacher_path, toy_dataset, tmp_path, max_steps=2, save_strategy="steps", save_steps=2
+    )
+    trainer.train()
+    checkpoint = tmp_path / "checkpoint-2"
+    saved = AutoModelForCausalLM.from_pretrained(checkpoint)
+    assert saved.config.hidden_size == 16  # the student, not the teacher
+    assert not any("teacher" in path.name for path in checkpoint.iterdir())
+    resumed = build_scope(student_path, teacher_path, toy_dataset, tmp_path, max_steps=4)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 4
+    assert [e["step"] for e in resumed.state.log_history if "loss" in e] == [1, 2, 3, 4]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Construction errors
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_no_teacher_is_refused(student_path, toy_dataset, tmp_path):
+    with pytest.raises(ValueError, match="SCOPETrainer needs a teacher.*teacher_model_name_or_path"):
+        build_scope(student_path, None, toy_dataset, tmp_path)
+
+
+def test_grpo_config_is_refused(student_path, teacher_path, toy_dataset, tmp_path):
+    args = tiny_args(tmp_path, GRPOConfig)
+    with pytest.raises(TypeError, match="SCOPETrainer needs a SCOPEConfig"):
+        SCOPETrainer(
+            student_path, contains_digit_reward, args=args, train_dataset=toy_dataset, teacher_model=teacher_path
+        )
+
+
+def test_mismatched_tokenizer_names_both_models(student_path, toy_dataset, tmp_path):
+    other_tokenizer = build_tokenizer(vocab_size=300)  # different merges: the same text maps to other ids
+    teacher_dir = tmp_path / "other-teacher"
+    build_tiny_model(other_tokenizer, hidden_size=32, vocab_size=400).save_pretrained(teacher_dir)
+    other_tokenizer.save_pretrained(teacher_dir)
+    with pytest.raises(ValueError, match=r"(?s)other-teacher.*does not share the tokenizer of the student.*student"):
+        build_scope(student_path, str(teacher_dir), toy_dataset, tmp_path)
+
+
+def test_teacher_with_too_small_a_vocabulary(student_path, toy_paths, toy_dataset, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(toy_paths["tokenizer"])
+    teacher = build_tiny_model(tokenizer, hidden_size=32)
+    teacher.resize_token_embeddings(len(tokenizer) - 20)
+    with pytest.raises(ValueError, match="some student token ids do not exist for the teacher"):
+        build_scope(student_path, None, toy_dataset, tmp_path, teacher_model=teacher)
+
+
+def test_teacher_instance_with_padded_vocabulary_is_accepted(student_path, toy_paths, toy_dataset, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(toy_paths["tokenizer"])
+    padded_dir = tmp_path / "padded-teacher"
+    build_tiny_model(tokenizer, hidden_size=32, vocab_size=len(tokenizer) + 64, seed=5).save_pretrained(padded_dir)
+    tokenizer.save_pretrained(padded_dir)
+    teacher = AutoModelForCausalLM.from_pretrained(padded_dir)
+    trainer = build_scope(student_path, None, toy_dataset, tmp_path, teacher_model=teacher, max_steps=1)
+    trainer.train()
+    assert logged(trainer, "scope/opd_loss")
+
+
+def test_correctness_reward_by_name_position_or_error(student_path, teacher_path, toy_dataset, tmp_path):
+    def length_reward(completions, **kwargs):
+        return [float(len(str(c))) for c in completions]
+
+    funcs = [length_reward, contains_digit_reward]
+    by_name = build_scope(
+        student_path, teacher_path, toy_dataset, tmp_path, funcs, correctness_reward="contains_digit_reward"
+    )
+    assert by_name._verifier_index == 1
+    assert (
+        build_scope(student_path, teacher_path, toy_dataset, tmp_path, funcs, correctness_reward="1")._verifier_index
+        == 1
+    )
+    assert build_scope(student_path, teacher_path, toy_dataset, tmp_path, funcs)._verifier_index == 0
+    with pytest.raises(ValueError, match=r"correctness_reward='accuracy' names no reward function.*length_reward"):
+        build_scope(student_path, teacher_path, toy_dataset, tmp_path, funcs, correctness_reward="accuracy")
+    with pytest.raises(ValueError, match="position from 0 to 1"):
+        build_scope(student_path, teacher_path, toy_dataset, tmp_path, funcs, correctness_reward="2")
+
+
+def test_init_kwargs_with_a_teacher_instance_are_refused(student_path, teacher_path, toy_dataset, tmp_path):
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_path)
+    with pytest.raises(ValueError, match="teacher_model_init_kwargs is set"):
+        build_scope(
+            student_path,
+            None,
+            toy_dataset,
+            tmp_path,
+            teacher_model=teacher,
+            teacher_model_init_kwargs={"dtype": "float32"},
+        )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The loss on a hand-made batch
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("aggregation", ["official", "per_path", "global"])
+@pytest.mark.parametrize("surrogate", ["ppo", "dgpo"])
+def test_loss_gradient_at_ratio_one(student_path, teacher_path, toy_dataset, tmp_path, aggregation, surrogate):
+    """At ρ = 1: −mle_coef·w^stu/D_mle on correct tokens, −opd_coef·A/D_opd on incorrect tokens, 0 on excluded."""
+    trainer = make_trainer(
+        SCOPETrainer,
+        SCOPEConfig,
+        student_path,
+        toy_dataset,
+        tmp_path,
+        contains_digit_reward,
+        trainer_kwargs={"teacher_model": teacher_path},
+        scope_loss_aggregation=aggregation,
+        policy_surrogate=surrogate,
+        mle_coef=0.5,
+        opd_coef=2.0,
+    )
+    torch.manual_seed(0)
+    path = torch.tensor([CORRECT, INCORRECT, INCORRECT, EXCLUDED, CORRECT, INCORRECT])
+    inputs = hand_batch(trainer, student_path, torch.zeros(6), torch.zeros(6, 5))
+    mask = inputs["completion_mask"].float()
+    advantages = torch.randn(6, 5)
+    advantages[path == CORRECT] = torch.tensor([[0.7], [1.3]]).expand(-1, 5)
+    advantages[path == EXCLUDED] = 0.0
+    tokens = mask.sum(1)
+    n_correct, n_incorrect = tokens[path == CORRECT].sum(), tokens[path == INCORRECT].sum()
+    inputs.update(
+        advantages=advantages,
+        scope_path=path,
+        outcome_advantages=torch.zeros(6),
+        scope_num_tokens_correct=n_correct,
+        scope_num_tokens_incorrect=n_incorrect,
+        num_items_in_batch=n_correct + n_incorrect,
+    )
+    del inputs["old_per_token_logps"]  # aligned case: ρ ≡ 1
+    _, grad = per_token_logps_grad(trainer, inputs)
+    micro = trainer.current_gradient_accumulation_steps / trainer.args.steps_per_generation  # share of the batch
+    d_all = (n_correct + n_incorrect) * micro
+    d_mle = d_all if aggregation == "global" else n_correct * micro
+    d_opd = n_incorrect * micro if aggregation == "per_path" else d_all
+    expected = torch.zeros(6, 5)
+    expected[path == CORRECT] = -0.5 * advantages[path == CORRECT] / d_mle
+    expected[path == INCORRECT] = -2.0 * advantages[path == INCORRECT] / d_opd
+    torch.testing.assert_close(grad, expected * mask, rtol=1e-4, atol=1e-7)
+
+
+def test_outcome_advantage_term(student_path, teacher_path, toy_dataset, tmp_path):
+    trainer = make_trainer(
+        SCOPETrainer,
+        SCOPEConfig,
+        student_path,
+        toy_dataset,
+        tmp_path,
+        contains_digit_reward,
+        trainer_kwargs={"teacher_model": teacher_path},
+        outcome_advantage_coef=0.25,
+        mle_coef=0.0,
+        opd_coef=0.0,
+    )
+    path = torch.tensor([CORRECT, INCORRECT, EXCLUDED, INCORRECT])
+    inputs = hand_batch(trainer, student_path, torch.zeros(4), torch.zeros(4, 5))
+    del inputs["old_per_token_logps"]
+    mask = inputs["completion_mask"].float()
+    tokens = mask.sum(1)
+    outcome = torch.tensor([1.0, -0.5, 3.0, 0.5])
+    inputs.update(
+        advantages=torch.zeros(4, 5),
+        scope_path=path,
+        outcome_advantages=outcome,
+        scope_num_tokens_correct=tokens[0],
+        scope_num_tokens_incorrect=tokens[[1, 3]].sum(),
+        num_items_in_batch=tokens[[0, 1, 3]].sum(),
+    )
+    _, grad = per_token_logps_grad(trainer, inputs)
+    d_all = tokens[[0, 1, 3]].sum() * trainer.current_gradient_accumulation_steps / trainer.args.steps_per_generation
+    expected = -0.25 * outcome.unsqueeze(1) * (path != EXCLUDED).unsqueeze(1) / d_all * mask
+    torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-7)
