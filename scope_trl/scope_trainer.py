@@ -7,7 +7,6 @@ import time
 import warnings
 
 import torch
-from accelerate.utils import gather_object
 from transformers import AutoTokenizer, PreTrainedModel
 from trl.models import prepare_deepspeed, prepare_fsdp
 from trl.models.utils import disable_gradient_checkpointing
