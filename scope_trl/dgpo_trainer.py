@@ -43,8 +43,8 @@ class DGPOTrainer(SurrogateGRPOTrainer):
 
     Logged metrics, besides GRPO's: `clip_ratio/low_mean`, `clip_ratio/high_mean`, `clip_ratio/region_mean` (shares
     of LN, HP and LN ∪ HP tokens among loss tokens), `clip_ratio/low_min`, `clip_ratio/high_max` (per-sequence
-    extremes), `dgpo/low_weight_mean` and `dgpo/high_weight_mean` (mean decay factor on LN and HP tokens; absent when
-    the region is empty) and `policy_loss` (always).
+    extremes), `dgpo/low_weight_mean` and `dgpo/high_weight_mean` (mean decay factor on LN and HP tokens; logged as
+    `None` when the region is empty) and `policy_loss` (always).
     """
 
     _tag_names = ["trl", "grpo", "dgpo", "scope-trl"]
@@ -102,7 +102,7 @@ class DGPOTrainer(SurrogateGRPOTrainer):
         metrics["clip_ratio/region_mean"].append(self._global_masked_mean(torch.maximum(low, high), batch.mask))
         metrics["clip_ratio/low_min"].append(self._gathered_sequence_extremes(low, batch.mask)[0])
         metrics["clip_ratio/high_max"].append(self._gathered_sequence_extremes(high, batch.mask)[1])
-        # NaN for an empty region: TRL's log() drops NaN values, so the metric is absent rather than a fake 0 or 1.
+        # NaN for an empty region: TRL's log() skips NaN values and logs None for a step without any, never a fake 0.
         nan = float("nan")
         metrics["dgpo/low_weight_mean"].append(self._global_masked_mean(terms.low_decay, batch.mask * low, empty=nan))
         metrics["dgpo/high_weight_mean"].append(

@@ -433,3 +433,19 @@ def test_outcome_advantage_term(student_path, teacher_path, toy_dataset, tmp_pat
     d_all = tokens[[0, 1, 3]].sum() * trainer.current_gradient_accumulation_steps / trainer.args.steps_per_generation
     expected = -0.25 * outcome.unsqueeze(1) * (path != EXCLUDED).unsqueeze(1) / d_all * mask
     torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_evaluation_routes_and_logs_eval_metrics(student_path, teacher_path, toy_dataset, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = SCOPETrainer(
+            model=student_path,
+            reward_funcs=contains_digit_reward,
+            args=scope_args(tmp_path, teacher_path, max_steps=1, eval_strategy="no", per_device_eval_batch_size=4),
+            train_dataset=toy_dataset,
+            eval_dataset=toy_dataset.select(range(4)),
+        )
+    metrics = trainer.evaluate()
+    for key in ("eval_loss", "eval_policy_loss", "eval_scope/frac_correct", "eval_scope/opd_loss"):
+        assert key in metrics, key
+    assert 0.0 <= metrics["eval_scope/frac_correct"] <= 1.0
