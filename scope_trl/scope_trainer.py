@@ -314,65 +314,41 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             num_items_in_batch=counts.sum(),  # every routed token: the dapo-style normaliser of the loss
         )
 
+        metrics = self._metrics[mode]
         self._log_routing_metrics(
-            mode,
-            correct,
-            incorrect,
-            group_size,
-            weights,
-            student_seq_logps,
-            teacher_seq_logps,
-            teacher_logps,
-            behaviour_logps,
-            mask * local_incorrect.unsqueeze(1).float(),
-            score_time,
+            metrics, group_size, correct, incorrect, weights, student_seq_logps, teacher_seq_logps
         )
+        # Sampled-token reverse-KL estimate on the distillation path: mean of log π_old − log π_T over its tokens.
+        distill_mask = mask * local_incorrect.unsqueeze(1).float()
+        metrics["scope/teacher_kl"].append(
+            self._global_masked_mean(behaviour_logps - teacher_logps, distill_mask, empty=float("nan"))
+        )
+        score_times = self.accelerator.gather(torch.tensor([score_time], device=mask.device))
+        metrics["teacher/score_time"].append(score_times.max().item())
         routes = torch.where(correct, CORRECT, torch.where(incorrect, INCORRECT, EXCLUDED)).tolist()
         self._logs["extra"]["scope_route"].extend(ROUTE_NAMES[r] for r in routes)
         self._logs["extra"]["scope_weight"].extend(weights.tolist())
         return out
 
-    def _log_routing_metrics(
-        self,
-        mode,
-        correct,
-        incorrect,
-        group_size,
-        weights,
-        student_seq_logps,
-        teacher_seq_logps,
-        teacher_logps,
-        behaviour_logps,
-        distill_mask,
-        score_time,
-    ) -> None:
-        """Generation-batch metrics; inputs are global (identical on every process) except the last three."""
-        metrics = self._metrics[mode]
-        nan = float("nan")
+    @staticmethod
+    def _log_routing_metrics(metrics, group_size, correct, incorrect, weights, student_seq_logps, teacher_seq_logps):
+        """Routing and weight statistics of a generation batch, from global tensors (the same on every process)."""
 
         def subset_stat(values, members, reduce):
-            return reduce(values[members]).item() if members.any() else nan
+            return reduce(values[members]).item() if members.any() else float("nan")
 
         metrics["scope/frac_correct"].append(correct.float().mean().item())
         metrics["scope/frac_incorrect"].append(incorrect.float().mean().item())
         metrics["scope/frac_excluded"].append((~(correct | incorrect)).float().mean().item())
         metrics["scope/frac_groups_all_correct"].append(correct.view(-1, group_size).all(1).float().mean().item())
         metrics["scope/frac_groups_all_incorrect"].append(incorrect.view(-1, group_size).all(1).float().mean().item())
-        metrics["scope/student_ppl_correct_mean"].append(
-            subset_stat(torch.exp(-student_seq_logps), correct, torch.mean)
-        )
-        metrics["scope/teacher_ppl_incorrect_mean"].append(
-            subset_stat(torch.exp(-teacher_seq_logps), incorrect, torch.mean)
-        )
+        student_ppl, teacher_ppl = torch.exp(-student_seq_logps), torch.exp(-teacher_seq_logps)
+        metrics["scope/student_ppl_correct_mean"].append(subset_stat(student_ppl, correct, torch.mean))
+        metrics["scope/teacher_ppl_incorrect_mean"].append(subset_stat(teacher_ppl, incorrect, torch.mean))
         metrics["scope/student_weight_max"].append(subset_stat(weights, correct, torch.max))
         metrics["scope/student_weight_min"].append(subset_stat(weights, correct, torch.min))
         metrics["scope/teacher_weight_max"].append(subset_stat(weights, incorrect, torch.max))
         metrics["scope/teacher_weight_min"].append(subset_stat(weights, incorrect, torch.min))
-        # Sampled-token reverse-KL estimate on the distillation path: mean of log π_old − log π_T over its tokens.
-        kl = self._global_masked_mean(behaviour_logps - teacher_logps, distill_mask, empty=nan)
-        metrics["scope/teacher_kl"].append(kl)
-        score_times = self.accelerator.gather(torch.tensor([score_time], device=weights.device))
-        metrics["teacher/score_time"].append(score_times.max().item())
 
     # ---------------------------------------------------------------------------------------------------------------
     # The loss
