@@ -211,13 +211,16 @@ class SCOPETrainer(SurrogateGRPOTrainer):
     def _score_with_teacher(self, input_ids, attention_mask, logits_to_keep, rows, batch_size) -> torch.Tensor:
         """Teacher log-probs of the completion tokens of the selected local `rows`; 0 on the other rows.
 
-        Under ZeRO-3 each teacher forward gathers sharded parameters collectively, so every process scores the same
-        number of rows (the global maximum), padding with copies of its first row; the padding is discarded.
+        Under ZeRO-3 (and FSDP) each teacher forward gathers sharded parameters collectively, so every process scores
+        the same number of rows (the global maximum), padding with copies of its first row; the padding is discarded.
         """
         teacher_logps = torch.zeros(input_ids.size(0), logits_to_keep, device=input_ids.device)
         selected = rows.nonzero().squeeze(1)
         num_rows = selected.numel()
-        if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+        sharded = self.is_fsdp_enabled or (
+            self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3
+        )
+        if sharded:
             counts = self.accelerator.gather(torch.tensor([num_rows], device=input_ids.device))
             padded = int(counts.max())
             filler = torch.zeros(padded - num_rows, dtype=selected.dtype, device=selected.device)

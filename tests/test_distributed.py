@@ -15,97 +15,22 @@ Two launcher facts shape the commands:
   (35-60 s on 2 cores); later launches load it from the cache.
 """
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from .distributed_utils import SCRIPTS_DIR, launch_script
 
 
 pytestmark = pytest.mark.distributed
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "accelerate_configs"
-SCRIPT = Path(__file__).resolve().parent / "scripts" / "run_dgpo_tiny.py"
-
-# Generous: a launch takes about 10 s (2 processes on 2 cores), the first DeepSpeed one about a minute (JIT build).
-LAUNCH_TIMEOUT = 600
+SCRIPT = SCRIPTS_DIR / "run_dgpo_tiny.py"
 DGPO_METRICS = ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "policy_loss")
-# Variables that would make the launched processes join some outer distributed job instead of their own.
-INHERITED_DIST_VARS = (
-    "RANK",
-    "LOCAL_RANK",
-    "WORLD_SIZE",
-    "LOCAL_WORLD_SIZE",
-    "GROUP_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "TORCHELASTIC_RUN_ID",
-)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _tail(text: str, n: int = 60) -> str:
-    return "\n".join(text.splitlines()[-n:])
-
-
-def launch(config: str, model: str, tmp_path: Path, *script_args: str, accelerate_args: tuple = ()) -> dict:
+def launch(config: str, model: str, tmp_path, *script_args: str, accelerate_args: tuple = ()) -> dict:
     """Run the tiny DGPO script under `accelerate launch --config_file accelerate_configs/<config>`; return its report."""
-    port = _free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in INHERITED_DIST_VARS and not key.startswith("ACCELERATE_")
-    }
-    env.update(
-        HF_HUB_DISABLE_TELEMETRY="1",
-        HF_HUB_OFFLINE="1",
-        OMP_NUM_THREADS="1",
-        TOKENIZERS_PARALLELISM="false",
-        MASTER_PORT=str(port),
-    )
     result_path = tmp_path / "result.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(CONFIG_DIR / config),
-        "--main_process_port",
-        str(port),
-        *accelerate_args,
-        str(SCRIPT),
-        "--model",
-        model,
-        "--output_dir",
-        str(tmp_path / "out"),
-        "--result",
-        str(result_path),
-        *script_args,
-    ]
-    # A session of its own, so that a timeout can take down the launcher's worker processes with it.
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=LAUNCH_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"`{' '.join(cmd)}` ran past {LAUNCH_TIMEOUT} s\n{_tail(stdout)}\n{_tail(stderr)}")
-    output = f"--- stdout (tail) ---\n{_tail(stdout)}\n--- stderr (tail) ---\n{_tail(stderr)}"
-    assert proc.returncode == 0, f"`{' '.join(cmd)}` exited with {proc.returncode}\n{output}"
-    assert result_path.is_file(), f"The script did not write {result_path}\n{output}"
-    return json.loads(result_path.read_text())
+    script_args = ("--model", model, "--output_dir", str(tmp_path / "out"), "--result", str(result_path), *script_args)
+    return launch_script(SCRIPT, config, result_path, script_args, accelerate_args)
 
 
 def check_report(report: dict, world_size: int, distributed_type: str, zero_stage=None, global_step: int = 2):
@@ -139,9 +64,12 @@ def test_single_process_cpu(student_path, tmp_path):
 
 
 def test_multi_cpu_two_processes(student_path, tmp_path):
-    """(a) DDP over gloo: with 2 completions per process and num_generations=4, every prompt group straddles both
-    ranks, so the group advantages need the cross-process gather."""
-    report = launch("cpu_multi.yaml", student_path, tmp_path, accelerate_args=("--multi_gpu",))
+    """(a) DDP over gloo. 3 optimizer steps per generation batch of 2 rows per step and process: each process holds 6
+    rows, so with num_generations=4 the middle prompt group straddles both ranks and its advantages need the
+    cross-process gather."""
+    report = launch(
+        "cpu_multi.yaml", student_path, tmp_path, "--steps_per_generation", "3", accelerate_args=("--multi_gpu",)
+    )
     check_report(report, world_size=2, distributed_type="MULTI_CPU")
 
 

@@ -1,0 +1,281 @@
+"""A tiny SCOPE run for `accelerate launch`, used by tests/test_distributed_scope.py.
+
+Trains `SCOPETrainer` (tiny student, tiny teacher of the offline test bed) for a few optimizer steps on the built-in
+arithmetic task with a binary verifier, under whatever distribution the accelerate config selects (MULTI_CPU over
+gloo, DeepSpeed ZeRO-2 / ZeRO-3 on DeepSpeed's CPU accelerator), and records what the distributed code paths did.
+
+By default every generation batch holds `per_device_train_batch_size` rollouts per process (`steps_per_generation=1`),
+so with 2 rows per process and `num_generations=4` each prompt group straddles two processes.
+
+Every process writes `<records_dir>/rank<r>.json` with one record per generation batch (in order):
+
+- `rewards`: the gathered verifier rewards (`trainer._last_rewards_per_func`, global, one row per function);
+- `scope_weight`, `scope_path`: the local rows of the generation batch returned by `_generate_and_score_completions`;
+- `prompt_ids`/`prompt_mask`/`completion_ids`/`completion_mask`/`prompts`: the local rows (`prompts` as text);
+- `dual_path_weights`: the inputs (global, gathered) and the output of the trainer's `dual_path_weights` call;
+- `local_student_seq_logps`: mean behaviour log-prob of each local row, from the no-grad student forward made while
+  scoring; `local_teacher_seq_logps`: the same for the teacher log-probs returned by `_score_with_teacher`;
+- `score_rows`: local rows `_score_with_teacher` was asked for; `teacher_calls`: one entry per teacher forward
+  (forward pre-hook on the teacher's module, inside its DeepSpeed engine if any) with the `input_ids` rows it got.
+
+The main process also writes the report `--result`: `world_size`, `distributed_type`, `zero_stage`, `use_peft`,
+`global_step`, the student comparison of tests/scripts/run_dgpo_tiny.py (`params_changed`, `num_params_changed`,
+`num_params_compared`, `num_frozen_params*`, `ranks_in_sync`; gathered under ZeRO-3), the same for the teacher
+(`num_teacher_params`, `num_teacher_params_changed`, `teacher_in_sync`), the type of `trainer.teacher_model`, and
+`log_history`.
+
+Verifiers (`--verifier`): `contains_digit` (`scope_trl.toy.contains_digit_reward`, mixed groups) or `rank0_correct`
+(every rollout of process 0 is correct, the others use `contains_digit`: process 0 has nothing to distil, which
+exercises the ZeRO-3 padding of the teacher scoring).
+
+Example:
+
+    accelerate launch --config_file accelerate_configs/zero3_cpu.yaml tests/scripts/run_scope_tiny.py \
+        --model /tmp/toy/student --teacher /tmp/toy/teacher --output_dir /tmp/out --result /tmp/out/result.json \
+        --records_dir /tmp/out/records
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import warnings
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="path of the student checkpoint")
+    parser.add_argument("--teacher", required=True, help="path of the teacher checkpoint")
+    parser.add_argument(
+        "--teacher_in_config",
+        action="store_true",
+        help="pass the teacher as SCOPEConfig(teacher_model_name_or_path=...) instead of SCOPETrainer(teacher_model=...)",
+    )
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--result", required=True, help="where the main process writes the JSON report")
+    parser.add_argument("--records_dir", required=True, help="where every process writes rank<r>.json")
+    parser.add_argument("--verifier", choices=("contains_digit", "rank0_correct"), default="contains_digit")
+    parser.add_argument("--use_peft", action="store_true", help="train a LoRA adapter (r=4, alpha=8, q_proj/v_proj)")
+    parser.add_argument("--per_device_train_batch_size", type=int, default=2)
+    parser.add_argument("--num_generations", type=int, default=4)
+    parser.add_argument("--steps_per_generation", type=int, default=1)
+    parser.add_argument("--max_steps", type=int, default=2)
+    parser.add_argument("--num_prompts", type=int, default=32, help="size of the toy arithmetic dataset")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def rank0_correct_reward(completions, **kwargs):
+    """Every rollout of process 0 is correct; the other processes use `contains_digit_reward`."""
+    from accelerate import PartialState
+
+    from scope_trl.toy import contains_digit_reward
+
+    if PartialState().process_index == 0:
+        return [1.0] * len(completions)
+    return contains_digit_reward(completions, **kwargs)
+
+
+def seq_means(per_token, mask):
+    mask = mask.float()
+    return ((per_token.float() * mask).sum(1) / mask.sum(1).clamp(min=1.0)).tolist()
+
+
+def install_recorders(trainer, records):
+    """Wrap the trainer (and `scope_trl.scope_trainer.dual_path_weights`) to fill `records`, one per generation batch."""
+    import torch
+
+    import scope_trl.scope_trainer as scope_module
+
+    current = {}  # what the generation batch in progress has captured so far
+
+    teacher_module = getattr(trainer.teacher_model, "module", trainer.teacher_model)  # inside a DeepSpeed engine
+
+    def count_teacher_forward(module, args, kwargs):
+        input_ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+        current.setdefault("teacher_calls", []).append(input_ids.tolist())
+
+    teacher_module.register_forward_pre_hook(count_teacher_forward, with_kwargs=True)
+
+    original_weights = scope_module.dual_path_weights
+
+    def recording_weights(student_seq_logps, teacher_seq_logps, correct, group_size, **kwargs):
+        weights = original_weights(student_seq_logps, teacher_seq_logps, correct, group_size, **kwargs)
+        current["dual_path_weights"] = {
+            "student_seq_logps": student_seq_logps.tolist(),
+            "teacher_seq_logps": teacher_seq_logps.tolist(),
+            "correct": correct.tolist(),
+            "group_size": group_size,
+            "kwargs": {key: value.tolist() if torch.is_tensor(value) else value for key, value in kwargs.items()},
+            "output": weights.tolist(),
+        }
+        return weights
+
+    scope_module.dual_path_weights = recording_weights
+
+    original_score = trainer._score_with_teacher
+
+    def recording_score(input_ids, attention_mask, logits_to_keep, rows, batch_size):
+        teacher_logps = original_score(input_ids, attention_mask, logits_to_keep, rows, batch_size)
+        current["score_rows"] = rows.nonzero().squeeze(1).tolist()
+        current["teacher_logps"] = teacher_logps
+        return teacher_logps
+
+    trainer._score_with_teacher = recording_score
+
+    original_logps = trainer._get_per_token_logps_and_entropies
+
+    def recording_logps(model, *args, **kwargs):
+        result = original_logps(model, *args, **kwargs)
+        if "generating" in current and model is trainer.model and not torch.is_grad_enabled():
+            current["student_logps"] = result[0]  # the behaviour (π_old) forward of the generation batch
+        return result
+
+    trainer._get_per_token_logps_and_entropies = recording_logps
+
+    original_generate = trainer._generate_and_score_completions
+
+    def recording_generate(inputs):
+        current.clear()
+        current["generating"] = True
+        out = original_generate(inputs)
+        mask = out["completion_mask"]
+        rewards = trainer._last_rewards_per_func
+        behaviour = out.get("old_per_token_logps", current.get("student_logps"))
+        records.append(
+            {
+                "training": trainer.model.training,
+                "prompts": trainer.processing_class.batch_decode(out["prompt_ids"], skip_special_tokens=True),
+                "prompt_ids": out["prompt_ids"].tolist(),
+                "prompt_mask": out["prompt_mask"].tolist(),
+                "completion_ids": out["completion_ids"].tolist(),
+                "completion_mask": mask.tolist(),
+                "rewards": [[None if math.isnan(v) else v for v in row] for row in rewards.tolist()],
+                "scope_weight": out["scope_weight"].tolist(),
+                "scope_path": out["scope_path"].tolist(),
+                "dual_path_weights": current.get("dual_path_weights"),
+                "local_student_seq_logps": None if behaviour is None else seq_means(behaviour, mask),
+                "local_teacher_seq_logps": seq_means(current["teacher_logps"], mask),
+                "score_rows": current["score_rows"],
+                "teacher_calls": current.get("teacher_calls", []),
+            }
+        )
+        current.clear()
+        return out
+
+    trainer._generate_and_score_completions = recording_generate
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    import torch
+    from peft import LoraConfig
+
+    # The parameter helpers of the DGPO script (this directory is on sys.path when the script runs).
+    from run_dgpo_tiny import max_abs_diffs, snapshot, zero_stage_of
+
+    from scope_trl import SCOPEConfig, SCOPETrainer
+    from scope_trl.toy import contains_digit_reward, make_arithmetic_dataset
+
+    config = SCOPEConfig(
+        output_dir=args.output_dir,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        num_generations=args.num_generations,
+        steps_per_generation=args.steps_per_generation,
+        max_completion_length=8,
+        max_steps=args.max_steps,
+        learning_rate=5e-2,
+        logging_steps=1,
+        save_strategy="no",
+        seed=args.seed,
+        dataloader_num_workers=0,
+        teacher_model_name_or_path=args.teacher if args.teacher_in_config else None,
+    )
+    peft_config = None
+    if args.use_peft:
+        peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    verifier = contains_digit_reward if args.verifier == "contains_digit" else rank0_correct_reward
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = SCOPETrainer(
+            model=args.model,
+            reward_funcs=verifier,
+            args=config,
+            train_dataset=make_arithmetic_dataset(args.num_prompts, seed=0),
+            peft_config=peft_config,
+            teacher_model=None if args.teacher_in_config else args.teacher,
+        )
+    records = []
+    install_recorders(trainer, records)
+
+    teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
+    teacher_before = snapshot(teacher, trainable=False)
+    before, frozen_before = snapshot(trainer.model, trainable=True), snapshot(trainer.model, trainable=False)
+    trainer.train()
+    after, frozen_after = snapshot(trainer.model, trainable=True), snapshot(trainer.model, trainable=False)
+    teacher_after = snapshot(teacher, trainable=False)
+
+    accelerator = trainer.accelerator
+    rank = accelerator.process_index
+    os.makedirs(args.records_dir, exist_ok=True)
+    with open(os.path.join(args.records_dir, f"rank{rank}.json"), "w") as f:
+        json.dump({"rank": rank, "world_size": accelerator.num_processes, "records": records}, f)
+
+    diffs = max_abs_diffs(before, after)
+    frozen_diffs = max_abs_diffs(frozen_before, frozen_after)
+    teacher_diffs = max_abs_diffs(teacher_before, teacher_after)
+
+    def checksum(tensors):
+        return math.fsum(t.double().sum().item() + t.double().abs().sum().item() for t in tensors.values())
+
+    checksums = accelerator.gather(torch.tensor([checksum(after), checksum(teacher_after)], dtype=torch.float64))
+    student_sums, teacher_sums = checksums.view(-1, 2).T.tolist()
+
+    def in_sync(sums):
+        return all(math.isclose(c, sums[0], rel_tol=1e-9, abs_tol=1e-9) for c in sums)
+
+    if accelerator.is_main_process:
+        report = {
+            "world_size": accelerator.num_processes,
+            "distributed_type": str(accelerator.distributed_type),
+            "zero_stage": zero_stage_of(trainer),
+            "use_peft": args.use_peft,
+            "steps_per_generation": trainer.args.steps_per_generation,
+            "global_step": trainer.state.global_step,
+            "teacher_wrapper": type(trainer.teacher_model).__name__,
+            "params_changed": any(d > 0 for d in diffs.values()),
+            "num_params_changed": sum(d > 0 for d in diffs.values()),
+            "num_params_compared": len(diffs),
+            "max_abs_param_diff": max(diffs.values(), default=0.0),
+            "num_frozen_params": len(frozen_diffs),
+            "num_frozen_params_changed": sum(d > 0 for d in frozen_diffs.values()),
+            "num_teacher_params": len(teacher_diffs),
+            "num_teacher_params_changed": sum(d > 0 for d in teacher_diffs.values()),
+            "num_trainable_teacher_params": sum(p.requires_grad for p in teacher.parameters()),
+            "param_checksums": student_sums,
+            "ranks_in_sync": in_sync(student_sums),
+            "teacher_checksums": teacher_sums,
+            "teacher_in_sync": in_sync(teacher_sums),
+            "log_history": trainer.state.log_history,
+        }
+        os.makedirs(os.path.dirname(os.path.abspath(args.result)), exist_ok=True)
+        with open(args.result, "w") as f:
+            json.dump(report, f, indent=2, default=str)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # destroys the process group
+
+
+if __name__ == "__main__":
+    main()
+    # As in run_dgpo_tiny.py: skip interpreter finalization (a rare native-teardown SIGABRT after a finished run).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
