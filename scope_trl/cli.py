@@ -2,6 +2,10 @@
 
 Sub-commands:
 
+- `scope-trl scope ...` / `scope-trl dgpo ...`: the training scripts, mirroring `trl grpo`: every config field is a
+  flag, `--config FILE.yaml` reads them from YAML, and `--accelerate_config NAME_OR_PATH` (one of
+  `scope_trl/accelerate_configs/`, e.g. `zero3`, or a file) launches the script through `accelerate launch`, with
+  `--num_processes N` and `--main_process_port P` passed on to it;
 - `scope-trl demo`: the embedded-default job, a short offline DGPO run of a tiny model on a built-in task (CPU);
 - `scope-trl env`: the versions of the packages scope-trl depends on, for bug reports.
 """
@@ -9,9 +13,77 @@ Sub-commands:
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import platform
+import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+
+TRAINING_SCRIPTS = {"scope": "scope_trl.scripts.scope", "dgpo": "scope_trl.scripts.dgpo"}
+ACCELERATE_CONFIG_DIR = Path(__file__).parent / "accelerate_configs"
+# Options of `scope-trl scope|dgpo` that belong to `accelerate launch`, not to the training script.
+LAUNCH_OPTIONS = ("--accelerate_config", "--num_processes", "--main_process_port")
+
+
+def accelerate_config_path(name_or_path: str) -> Path:
+    """A file path as is, or the name of one of the packaged accelerate configurations (`zero3`, `cpu_multi`, ...)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = ACCELERATE_CONFIG_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if packaged.is_file():
+        return packaged
+    names = sorted(p.stem for p in ACCELERATE_CONFIG_DIR.glob("*.yaml"))
+    raise ValueError(f"No accelerate config {name_or_path!r}: pass a file path or one of {', '.join(names)}.")
+
+
+def split_launch_options(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Separate the `accelerate launch` options (`--opt value` or `--opt=value`) from the training script's."""
+    launch, rest, index = {}, [], 0
+    while index < len(argv):
+        arg = argv[index]
+        option = arg.split("=", 1)[0]
+        if option in LAUNCH_OPTIONS:
+            if "=" in arg:
+                launch[option] = arg.split("=", 1)[1]
+            elif index + 1 < len(argv):
+                launch[option] = argv[index + 1]
+                index += 1
+            else:
+                raise ValueError(f"{option} needs a value.")
+        else:
+            rest.append(arg)
+        index += 1
+    return launch, rest
+
+
+def run_training(command: str, argv: list[str]) -> int:
+    """`scope-trl scope|dgpo ARGS`: run the training script here, or through `accelerate launch`."""
+    module_name = TRAINING_SCRIPTS[command]
+    launch, script_argv = split_launch_options(argv)
+    if "--accelerate_config" not in launch:
+        if set(launch):
+            raise ValueError(f"{', '.join(sorted(launch))} only apply with --accelerate_config.")
+        module = importlib.import_module(module_name)
+        parser = module.make_parser(prog=f"scope-trl {command}")
+        parser.epilog = (
+            "Launch through `accelerate launch` with --accelerate_config NAME_OR_PATH (packaged: "
+            f"{', '.join(sorted(p.stem for p in ACCELERATE_CONFIG_DIR.glob('*.yaml')))}), optionally --num_processes N "
+            "and --main_process_port P."
+        )
+        script_args, training_args, model_args = parser.parse_args_and_config(args=script_argv)[:3]
+        module.main(script_args, training_args, model_args)
+        return 0
+    config = accelerate_config_path(launch["--accelerate_config"])
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    for option in ("--num_processes", "--main_process_port"):
+        if option in launch:
+            launcher += [option, launch[option]]
+    script = importlib.util.find_spec(module_name).origin
+    return subprocess.call([*launcher, script, *script_argv])
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -64,9 +136,18 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scope-trl",
         description="SCOPE and DGPO trainers for Hugging Face TRL. Run `scope-trl demo` for a one-minute offline "
-        "DGPO training of a tiny model on CPU.",
+        "DGPO training of a tiny model on CPU; `scope-trl scope --help` and `scope-trl dgpo --help` for training.",
+        epilog="Example: scope-trl scope --config examples/configs/scope_qwen3_1.7b_deepmath.yaml "
+        "--accelerate_config zero3",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command, method in (("scope", "SCOPE (needs a teacher)"), ("dgpo", "DGPO")):
+        subparsers.add_parser(
+            command,
+            add_help=False,  # `scope-trl scope --help` is the training script's own help, with every config field
+            help=f"train with {method}; every config field is a flag, plus --config FILE.yaml and "
+            f"--accelerate_config NAME (see `scope-trl {command} --help`)",
+        )
 
     demo = subparsers.add_parser(
         "demo",
@@ -97,6 +178,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TRAINING_SCRIPTS:
+        return run_training(argv[0], argv[1:])
     parser = make_parser()
     args = parser.parse_args(argv)
     if args.command is None:

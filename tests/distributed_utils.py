@@ -6,7 +6,7 @@ the JSON report that the script writes. A run that hangs (a collective that one 
 launcher and workers together, after `timeout` seconds and fails the test with the tail of its output.
 
 The workers have to be found as descendants of the launcher: torchrun (what `accelerate launch` runs for
-`--multi_gpu` and DeepSpeed configs) starts each worker in a session of its own, so killing the launcher's process
+multi-process configs such as `cpu_multi.yaml` and DeepSpeed) starts each worker in a session of its own, so killing the launcher's process
 group would leave them running, deadlocked, with the output pipes open (and `communicate()` waiting forever).
 """
 

@@ -8,8 +8,9 @@ history. Everything runs on CPU with the tiny student of the offline test bed.
 Two launcher facts shape the commands:
 
 - `accelerate launch` starts only **one** process for a `MULTI_CPU` config unless it is given `--mpirun_hostfile`
-  (it then runs `mpirun`); without MPI, `--multi_gpu` makes it spawn the processes with torchrun, and each process
-  still comes up as `MULTI_CPU` over gloo because the config (and `DGPOConfig(use_cpu=True)`) asks for the CPU.
+  (it then runs `mpirun`). `accelerate_configs/cpu_multi.yaml` therefore says `MULTI_GPU`: accelerate spawns the
+  processes with torchrun, and each still comes up as `MULTI_CPU` over gloo because the config (and
+  `DGPOConfig(use_cpu=True)`) asks for the CPU.
 - DeepSpeed selects its CPU accelerator by itself when there is no GPU and communicates over gloo. The first
   DeepSpeed launch on a machine JIT-compiles DeepSpeed's `deepspeed_shm_comm` op into the torch extensions cache
   (35-60 s on 2 cores); later launches load it from the cache.
@@ -67,9 +68,7 @@ def test_multi_cpu_two_processes(student_path, tmp_path):
     """(a) DDP over gloo. 3 optimizer steps per generation batch of 2 rows per step and process: each process holds 6
     rows, so with num_generations=4 the middle prompt group straddles both ranks and its advantages need the
     cross-process gather."""
-    report = launch(
-        "cpu_multi.yaml", student_path, tmp_path, "--steps_per_generation", "3", accelerate_args=("--multi_gpu",)
-    )
+    report = launch("cpu_multi.yaml", student_path, tmp_path, "--steps_per_generation", "3")
     check_report(report, world_size=2, distributed_type="MULTI_CPU")
 
 
@@ -104,7 +103,6 @@ def test_multi_cpu_gradient_accumulation(student_path, tmp_path):
         tmp_path,
         "--gradient_accumulation_steps",
         "2",
-        accelerate_args=("--multi_gpu",),
     )
     check_report(report, world_size=2, distributed_type="MULTI_CPU")
     assert report["gradient_accumulation_steps"] == 2, report

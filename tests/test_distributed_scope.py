@@ -15,7 +15,7 @@ Every launch is checked against the same rules (`check_records`):
   ids, never a correct row, `ceil(n / B)` forward calls); under ZeRO-3, every process makes the same forward calls
   with max-over-processes rows, its own incorrect rows first, then copies of its row 0 (discarded).
 
-See tests/test_distributed.py for the two launcher facts (`--multi_gpu` for MULTI_CPU, DeepSpeed's one-off JIT build).
+See tests/test_distributed.py for the two launcher facts (how `cpu_multi.yaml` spawns 2 processes, DeepSpeed's JIT build).
 """
 
 import json
@@ -204,7 +204,7 @@ def check_report(report, distributed_type, zero_stage=None, global_step=2):
 def multi_cpu_run(toy_paths, tmp_path_factory):
     """MULTI_CPU over gloo, 2 processes, 4 optimizer steps = 4 generation batches of one straddling group each."""
     out_dir = tmp_path_factory.mktemp("scope_multi_cpu")
-    return launch("cpu_multi.yaml", toy_paths, out_dir, "--max_steps", "4", accelerate_args=("--multi_gpu",))
+    return launch("cpu_multi.yaml", toy_paths, out_dir, "--max_steps", "4")
 
 
 def test_straddling_groups_get_single_process_weights(multi_cpu_run):

@@ -1,0 +1,1 @@
+../scope_trl/scripts/scope.py

@@ -1,0 +1,130 @@
+"""What the SCOPE and DGPO training scripts share: script arguments, reward resolution, dataset loading, the epilogue."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import ScriptArguments
+
+from ..data import BOXED_INSTRUCTION
+
+
+@dataclass
+class MathScriptArguments(ScriptArguments):
+    """
+    Script arguments of the SCOPE and DGPO training scripts: TRL's `ScriptArguments` (`dataset_name`,
+    `dataset_config`, `dataset_train_split`, `dataset_test_split`, ...) plus how to turn a math dataset into prompts and
+    which rewards to use.
+
+    Args:
+        dataset_layout (`str`, *optional*):
+            Layout of `dataset_name` (`deepmath`, `math`, `gsm8k`, `dapo`, `math_eval`); detected from its columns when
+            not given. See `scope_trl.data`.
+        problem_column (`str`, *optional*):
+            Column holding the question, for datasets of another layout.
+        answer_column (`str`, *optional*):
+            Column holding the reference answer, for datasets of another layout.
+        instruction (`str`, *optional*, defaults to `"Put your final answer within \\boxed{}."`):
+            Appended to every question (SCOPE's prompt convention). Empty string for none.
+        system_prompt (`str`, *optional*):
+            System message prepended to every prompt.
+        reward_funcs (`list[str]`, *optional*, defaults to `["accuracy_reward"]`):
+            Reward functions, by name (`accuracy_reward`, `format_reward`) or dotted import path
+            (`my_lib.rewards.custom_reward`). For SCOPE the first one is the verifier that routes rollouts unless
+            `correctness_reward` says otherwise.
+    """
+
+    dataset_layout: str | None = field(
+        default=None,
+        metadata={"help": "Layout of the dataset: deepmath, math, gsm8k, dapo or math_eval (default: detected)."},
+    )
+    problem_column: str | None = field(default=None, metadata={"help": "Column holding the question."})
+    answer_column: str | None = field(default=None, metadata={"help": "Column holding the reference answer."})
+    instruction: str = field(
+        default=BOXED_INSTRUCTION,
+        metadata={"help": "Appended to every question (SCOPE's convention by default); empty string for none."},
+    )
+    system_prompt: str | None = field(default=None, metadata={"help": "System message prepended to every prompt."})
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy_reward"],
+        metadata={
+            "help": "Reward functions: accuracy_reward, format_reward, or a dotted import path "
+            "(e.g. my_lib.rewards.custom_reward). For SCOPE the first one routes rollouts by default."
+        },
+    )
+
+
+def reward_funcs_from_names(names: list[str]) -> list:
+    """Resolve reward function names (ours) or dotted import paths (the user's) to callables."""
+    from .. import rewards
+
+    registry = {"accuracy_reward": rewards.accuracy_reward, "format_reward": rewards.format_reward}
+    funcs = []
+    for name in names:
+        if name in registry:
+            funcs.append(registry[name])
+        elif "." in name:
+            module_path, func_name = name.rsplit(".", 1)
+            sys.path.insert(0, os.getcwd())  # so that a reward module next to the launch directory imports
+            funcs.append(getattr(importlib.import_module(module_path), func_name))
+        else:
+            raise ValueError(
+                f"Unknown reward function {name!r}: use one of {sorted(registry)} or a dotted import path such as "
+                "'my_lib.rewards.custom_reward'."
+            )
+    return funcs
+
+
+def load_splits(script_args: MathScriptArguments, training_args):
+    """The train split and, when evaluation is on, the test split, in conversational format with `solution`."""
+    from ..data import load_math_dataset
+
+    if not script_args.dataset_name:
+        raise ValueError("Pass --dataset_name: a Hub dataset name or a local .json / .jsonl / .parquet file.")
+
+    def load(split):
+        return load_math_dataset(
+            script_args.dataset_name,
+            split=split,
+            layout=script_args.dataset_layout,
+            problem_column=script_args.problem_column,
+            answer_column=script_args.answer_column,
+            instruction=script_args.instruction or None,
+            system_prompt=script_args.system_prompt,
+            name=script_args.dataset_config,
+        )
+
+    train = load(script_args.dataset_train_split)
+    evaluation = load(script_args.dataset_test_split) if training_args.eval_strategy != "no" else None
+    return train, evaluation
+
+
+def model_init_kwargs(model_args, training_args) -> dict:
+    """`from_pretrained` arguments from TRL's `ModelConfig` (dtype, attention, revision), as TRL's scripts build them."""
+    kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    kwargs.update(training_args.model_init_kwargs or {})
+    return kwargs
+
+
+def train_save_push(trainer, script_args, training_args) -> None:
+    """Train (resuming if asked), save, push with a model card when `--push_to_hub`, and close trackers."""
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    # A local data file is no Hub dataset: the card would link to a page that does not exist.
+    dataset_name = None if Path(script_args.dataset_name).exists() else script_args.dataset_name
+    model_name = (training_args.hub_model_id or training_args.output_dir).rstrip("/").split("/")[-1]
+    trainer.create_model_card(model_name=model_name, dataset_name=dataset_name)  # README.md citing the paper and TRL
+    trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=dataset_name)
+        trainer.accelerator.print(f"Model pushed to the Hub as {trainer.hub_model_id}.")
+    trainer.end()  # finishes the trackers and destroys the process group
