@@ -82,6 +82,36 @@ def launch_env(port: int) -> dict:
     return env
 
 
+def run_command(cmd: list[str], port: int, timeout: float = LAUNCH_TIMEOUT) -> tuple[str, str]:
+    """Run a launcher command in a session of its own; fail the test with its output tail if it fails or hangs.
+
+    Returns (stdout, stderr). On a timeout the launcher's whole process tree is killed (see the module docstring).
+    """
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO_ROOT,
+        env=launch_env(port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_process_tree(proc.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # some process still holds the pipes: give up on the output
+            stdout, stderr = "", "(no output: the pipes stayed open after the kill)"
+        pytest.fail(f"`{' '.join(cmd)}` ran past {timeout} s (deadlock?)\n{tail(stdout)}\n{tail(stderr)}")
+    output = f"--- stdout (tail) ---\n{tail(stdout)}\n--- stderr (tail) ---\n{tail(stderr)}"
+    assert proc.returncode == 0, f"`{' '.join(cmd)}` exited with {proc.returncode}\n{output}"
+    return stdout, stderr
+
+
 def launch_script(
     script: Path,
     config: str,
@@ -105,28 +135,7 @@ def launch_script(
         str(script),
         *script_args,
     ]
-    # A session of its own, so that a timeout can take down the launcher and whatever runs in its process group.
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO_ROOT,
-        env=launch_env(port),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_process_tree(proc.pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        try:
-            stdout, stderr = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:  # some process still holds the pipes: give up on the output
-            stdout, stderr = "", "(no output: the pipes stayed open after the kill)"
-        pytest.fail(f"`{' '.join(cmd)}` ran past {timeout} s (deadlock?)\n{tail(stdout)}\n{tail(stderr)}")
+    stdout, stderr = run_command(cmd, port, timeout)
     output = f"--- stdout (tail) ---\n{tail(stdout)}\n--- stderr (tail) ---\n{tail(stderr)}"
-    assert proc.returncode == 0, f"`{' '.join(cmd)}` exited with {proc.returncode}\n{output}"
     assert result_path.is_file(), f"The script did not write {result_path}\n{output}"
     return json.loads(result_path.read_text())

@@ -127,4 +127,7 @@ def train_save_push(trainer, script_args, training_args) -> None:
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=dataset_name)
         trainer.accelerator.print(f"Model pushed to the Hub as {trainer.hub_model_id}.")
+    # The main process writes the card and pushes alone: let the others wait, so that no process tears down its
+    # process group while a peer still holds a connection to it (gloo aborts at exit otherwise).
+    trainer.accelerator.wait_for_everyone()
     trainer.end()  # finishes the trackers and destroys the process group
