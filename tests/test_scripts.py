@@ -104,10 +104,7 @@ def test_cli_errors(capsys):
 
     with pytest.raises(ValueError, match="No accelerate config 'zero9'.*zero3_cpu"):
         accelerate_config_path("zero9")
-    assert (
-        accelerate_config_path("cpu") == CONFIG_DIR.resolve() / "cpu.yaml"
-        or accelerate_config_path("cpu").name == "cpu.yaml"
-    )
+    assert accelerate_config_path("cpu").name == "cpu.yaml" and accelerate_config_path("cpu").is_file()
     launch, rest = split_launch_options(["--accelerate_config=zero3", "--lr", "1", "--num_processes", "4"])
     assert launch == {"--accelerate_config": "zero3", "--num_processes": "4"} and rest == ["--lr", "1"]
     with pytest.raises(ValueError, match="--num_processes only apply with --accelerate_config"):
