@@ -32,7 +32,8 @@ def main():
                     "max_completion_length": 12, "learning_rate": 3e-2, "logging_steps": 1}  # fmt: skip
     else:
         from datasets import load_dataset
-        from trl.rewards import accuracy_reward
+
+        from scope_trl.rewards import accuracy_reward
 
         model, reward_funcs = args.model, accuracy_reward
         dataset = load_dataset("trl-lib/DeepMath-103K", split="train")

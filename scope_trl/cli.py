@@ -5,7 +5,8 @@ Sub-commands:
 - `scope-trl scope ...` / `scope-trl dgpo ...`: the training scripts, mirroring `trl grpo`: every config field is a
   flag, `--config FILE.yaml` reads them from YAML, and `--accelerate_config NAME_OR_PATH` (one of
   `scope_trl/accelerate_configs/`, e.g. `zero3`, or a file) launches the script through `accelerate launch`, with
-  `--num_processes N` and `--main_process_port P` passed on to it;
+  `--num_processes`, `--num_machines`, `--machine_rank`, `--main_process_ip` and `--main_process_port` passed on to it
+  (on a multi-node run, each node runs the same command with its own `--machine_rank`);
 - `scope-trl demo`: the embedded-default job, a short offline DGPO run of a tiny model on a built-in task (CPU);
 - `scope-trl env`: the versions of the packages scope-trl depends on, for bug reports.
 """
@@ -25,7 +26,14 @@ from pathlib import Path
 TRAINING_SCRIPTS = {"scope": "scope_trl.scripts.scope", "dgpo": "scope_trl.scripts.dgpo"}
 ACCELERATE_CONFIG_DIR = Path(__file__).parent / "accelerate_configs"
 # Options of `scope-trl scope|dgpo` that belong to `accelerate launch`, not to the training script.
-LAUNCH_OPTIONS = ("--accelerate_config", "--num_processes", "--main_process_port")
+LAUNCH_OPTIONS = (
+    "--accelerate_config",
+    "--num_processes",
+    "--num_machines",
+    "--machine_rank",
+    "--main_process_ip",
+    "--main_process_port",
+)
 
 
 def accelerate_config_path(name_or_path: str) -> Path:
@@ -71,15 +79,15 @@ def run_training(command: str, argv: list[str]) -> int:
         parser = module.make_parser(prog=f"scope-trl {command}")
         parser.epilog = (
             "Launch through `accelerate launch` with --accelerate_config NAME_OR_PATH (packaged: "
-            f"{', '.join(sorted(p.stem for p in ACCELERATE_CONFIG_DIR.glob('*.yaml')))}), optionally --num_processes N "
-            "and --main_process_port P."
+            f"{', '.join(sorted(p.stem for p in ACCELERATE_CONFIG_DIR.glob('*.yaml')))}), optionally --num_processes, "
+            "--num_machines, --machine_rank, --main_process_ip and --main_process_port."
         )
         script_args, training_args, model_args = parser.parse_args_and_config(args=script_argv)[:3]
         module.main(script_args, training_args, model_args)
         return 0
     config = accelerate_config_path(launch["--accelerate_config"])
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
-    for option in ("--num_processes", "--main_process_port"):
+    for option in LAUNCH_OPTIONS[1:]:
         if option in launch:
             launcher += [option, launch[option]]
     script = importlib.util.find_spec(module_name).origin

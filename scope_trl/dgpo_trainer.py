@@ -30,7 +30,7 @@ class DGPOTrainer(SurrogateGRPOTrainer):
     ```python
     from datasets import load_dataset
     from scope_trl import DGPOConfig, DGPOTrainer
-    from trl.rewards import accuracy_reward
+    from scope_trl.rewards import accuracy_reward
 
     trainer = DGPOTrainer(
         model="Qwen/Qwen3-0.6B",

@@ -130,8 +130,8 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             if args.teacher_model_revision is not None:
                 init_kwargs.setdefault("revision", args.teacher_model_revision)
             init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
-            if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
-                init_kwargs["device_map"] = None
+            if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED", "FSDP"]:
+                init_kwargs["device_map"] = None  # each process loads its own copy; "auto" would spread it over GPUs
             teacher = create_model_from_path(teacher, **init_kwargs)
         elif args.teacher_model_init_kwargs is not None:
             raise ValueError(

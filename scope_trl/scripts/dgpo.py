@@ -79,5 +79,6 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
 
 if __name__ == "__main__":
     parser = make_parser()
-    script_args, training_args, model_args = parser.parse_args_and_config(fail_with_unknown_args=False)[:3]
+    # Unknown flags and YAML keys fail loudly: a typo must not silently train with a default.
+    script_args, training_args, model_args = parser.parse_args_and_config()[:3]
     main(script_args, training_args, model_args)
