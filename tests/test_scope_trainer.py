@@ -82,10 +82,13 @@ def test_training_changes_the_student_only_and_logs_scope_metrics(student_path, 
         assert logged(trainer, key), key
     assert set(trainer._logs["extra"]["scope_route"]) <= {"mle", "opd", "excluded"}
     assert len(trainer._logs["extra"]["scope_weight"]) == len(trainer._logs["extra"]["scope_route"])
-    card_path = tmp_path / "README.md"
-    trainer.create_model_card(model_name="tiny-scope")
-    card = card_path.read_text()
-    assert "SCOPE" in card and "2604.10688" in card and "zheng2026scope" in card
+    # The card a push would upload: base model (a Hub id, as when training from the Hub), dataset, tags, citations.
+    trainer.model.config._name_or_path = "Qwen/Qwen3-1.7B-Base"
+    trainer.create_model_card(model_name="tiny-scope", dataset_name="zwhe99/DeepMath-103K")
+    card = (tmp_path / "README.md").read_text()
+    for needle in ("base_model: Qwen/Qwen3-1.7B-Base", "datasets: zwhe99/DeepMath-103K", "- scope", "- scope-trl",
+                   "SCOPE", "2604.10688", "zheng2026scope", "vonwerra2020trl"):  # fmt: skip
+        assert needle in card, needle
 
 
 def test_teacher_scores_only_incorrect_rollouts_once_per_generation_batch(
