@@ -140,6 +140,43 @@ def _env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    """`scope-trl eval`: Avg@k / Pass@k of a model on the maths benchmarks; prints a table, writes JSON and Markdown."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .evaluation import evaluate, load_benchmarks
+
+    benchmarks = load_benchmarks(args.benchmarks, data_dir=args.data_dir, limit=args.limit)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if args.backend == "vllm":
+        model = args.model  # vLLM loads the weights itself
+    else:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto").to(device)
+    result = evaluate(
+        model,
+        tokenizer,
+        benchmarks,
+        k=args.k,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        backend=args.backend,
+        model_name=args.model,
+    )
+    print(result.table())
+    output_dir = Path(args.output_dir)
+    json_path = result.to_json(output_dir / "eval_results.json")
+    markdown_path = output_dir / "eval_results.md"
+    result.to_markdown(markdown_path)
+    print(f"Wrote {json_path} and {markdown_path}.")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scope-trl",
@@ -179,6 +216,35 @@ def make_parser() -> argparse.ArgumentParser:
     demo.add_argument("--learning-rate", type=float, default=3e-2, help="learning rate (default: 3e-2)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.set_defaults(func=_demo)
+
+    evaluation = subparsers.add_parser(
+        "eval",
+        help="Avg@k / Pass@k of a model on the maths benchmarks, graded with math-verify",
+        description="Samples k completions per problem (temperature 0.6, top-p 0.95, top-k 20 by default, as in the "
+        "papers), grades them with math-verify and reports Avg@k (mean accuracy) and Pass@k (unbiased estimator with "
+        "n = k: at least one correct sample) per benchmark and on average, as a table, eval_results.json and "
+        "eval_results.md.",
+    )
+    evaluation.add_argument("--model", required=True, help="model path or Hub name")
+    evaluation.add_argument(
+        "--benchmarks",
+        default="aime24,aime25,amc23,math500,minerva_math,olympiadbench",
+        help="comma-separated names among aime24, aime25, amc23, math500, minerva_math, olympiadbench, gsm8k",
+    )
+    evaluation.add_argument(
+        "--data-dir", default=None, help="folder with NAME.jsonl files (e.g. shared/data/math_eval); default: the Hub"
+    )
+    evaluation.add_argument("-k", type=int, default=32, help="samples per problem (default: 32)")
+    evaluation.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
+    evaluation.add_argument("--batch-size", type=int, default=64, help="sequences per generate call (default: 64)")
+    evaluation.add_argument("--max-new-tokens", type=int, default=4096, help="default: 4096")
+    evaluation.add_argument("--temperature", type=float, default=0.6, help="default: 0.6 (0: greedy)")
+    evaluation.add_argument("--top-p", type=float, default=0.95, help="default: 0.95")
+    evaluation.add_argument("--top-k", type=int, default=20, help="default: 20 (<= 0: off)")
+    evaluation.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    evaluation.add_argument("--output-dir", default=".", help="where to write eval_results.json / .md (default: .)")
+    evaluation.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
+    evaluation.set_defaults(func=_eval)
 
     env = subparsers.add_parser("env", help="print the versions of the packages scope-trl uses")
     env.set_defaults(func=_env)
