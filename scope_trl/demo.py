@@ -1,8 +1,30 @@
-"""The embedded-default job: a short, offline DGPO run of the tiny student on the built-in arithmetic task.
+"""The embedded-default job: teacher, student and SCOPE on a built-in verifiable task, offline, on CPU.
 
-`scope-trl demo` builds the test bed (a tiny tokenizer and a ~20k-parameter Qwen3 student), trains it with DGPO for a
-few dozen optimizer steps on CPU, with several optimizer steps per generation batch so that the soft clip acts, and
-prints the metrics of every step. It needs no network and finishes in about a minute on 2 CPU cores.
+`scope-trl demo` (the README's `make demo`) runs five stages and reports the student before and after RL:
+
+1. **Task.** 2-digit addition (`What is 23 + 45?`, operands 0-99) answered as ` The answer is \\boxed{68}.` plus the
+   EOS token. Prompts are plain strings, not chat messages: the chat template would roughly triple the sequence length
+   and the cost. The tokenizer (`toy.build_tokenizer`) splits numbers into single digits, so the models really have to
+   add digit by digit. A fixed set of held-out problems is never shown in SFT or RL.
+2. **Teacher.** A ~0.7M-parameter Qwen3 (hidden 128, 4 layers) trained by supervised fine-tuning (a plain PyTorch loop,
+   loss on the completion only: cheaper and more predictable than TRL's SFTTrainer for a model this small) until it
+   is accurate when sampled at temperature 1.
+3. **Student.** A ~0.1M-parameter Qwen3 (hidden 48, 2 layers) from the same tokenizer, given a third of the teacher's
+   SFT steps: it learns the answer format and gets some sums right but is clearly weaker, so its rollout groups mix
+   correct and incorrect answers and both SCOPE paths (MLE on correct rollouts, distillation on incorrect ones) run.
+4. **RL.** `--method scope` (default): `SCOPETrainer` with the teacher; `opd`: the same with `routing=False` (plain
+   on-policy distillation); `grpo`: TRL's `GRPOTrainer`; `dgpo`: `DGPOTrainer` with 4 optimizer steps per generation
+   batch. All use the exact-answer `boxed_answer_reward` as their only reward (SCOPE's verifier).
+5. **Evaluation.** k samples per held-out problem at temperature 1 (no top-k / top-p truncation) for the student before
+   and after RL and for the teacher: Avg@k (mean fraction correct) and Pass@k (unbiased estimator with n = k, i.e. the
+   fraction of problems with at least one correct sample). `scope_trl.evaluation` is used when it exists, else the
+   minimal local estimators below.
+
+Outputs under `--output-dir`: `demo_report.json` (settings, timings, metrics, log history), `demo_curves.png` (training
+reward, `scope/teacher_kl`, route shares) and the SFT'd models. `--smoke` runs the same pipeline with tiny budgets (the
+tests use it). Known hazard (shared/docs/scope_method.md §13.11): a near-deterministic teacher gives the student's wrong
+tokens log-probs of -10 to -15, so a few per-token distillation advantages dominate; the learning rate is kept modest
+for that reason, and the demo reports whatever it measures rather than being tuned to show a gain.
 """
 
 from __future__ import annotations
@@ -10,12 +32,49 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import tempfile
 import time
 import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+
+METHODS = ("scope", "opd", "grpo", "dgpo")
+TEACHER_SIZE = {"hidden_size": 128, "num_hidden_layers": 4}
+STUDENT_SIZE = {"hidden_size": 48, "num_hidden_layers": 2}
+MAX_OPERAND = 99
+MAX_COMPLETION_LENGTH = 16  # " The answer is \boxed{198}." is 10 tokens + EOS: room for a few stray tokens
+DGPO_STEPS_PER_GENERATION = 4
+
+
+@dataclass
+class DemoSettings:
+    """The budget of one demo run; `smoke()` shrinks it to an end-to-end check of a few seconds per stage."""
+
+    method: str = "scope"
+    max_steps: int = 100
+    sft_steps: int = 600  # teacher SFT steps; the student gets `student_sft_fraction` of them
+    student_sft_fraction: float = 1 / 3
+    sft_batch_size: int = 64
+    sft_learning_rate: float = 3e-3
+    learning_rate: float = 5e-4
+    num_generations: int = 8
+    prompts_per_step: int = 4
+    eval_problems: int = 100
+    k: int = 8
+    seed: int = 0
+
+    @property
+    def student_sft_steps(self) -> int:
+        return max(1, round(self.sft_steps * self.student_sft_fraction))
+
+    def smoke(self) -> DemoSettings:
+        self.max_steps, self.sft_steps, self.eval_problems, self.k = 4, 30, 8, 4
+        self.num_generations, self.prompts_per_step = 4, 2
+        return self
 
 
 def disable_progress_bars() -> None:
@@ -27,121 +86,393 @@ def disable_progress_bars() -> None:
     transformers_logging.disable_progress_bar()
 
 
-# (header, metric key, format): one column of the per-step table.
-COLUMNS = [
-    ("step", "step", "d"),
-    ("reward", "reward", ".3f"),
-    ("correct", "rewards/boxed_answer_reward/mean", ".3f"),
-    ("digits", "rewards/digit_fraction_reward/mean", ".3f"),
-    ("clip_low", "clip_ratio/low_mean", ".4f"),
-    ("clip_high", "clip_ratio/high_mean", ".4f"),
-    ("w_low", "dgpo/low_weight_mean", ".3f"),
-    ("w_high", "dgpo/high_weight_mean", ".3f"),
-    ("policy_loss", "policy_loss", ".4f"),
-    ("entropy", "entropy", ".3f"),
-]
+# --------------------------------------------------------------------------------------------------------------------
+# Task
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def prompt_text(a: int, b: int) -> str:
+    return f"What is {a} + {b}?"
+
+
+def completion_text(answer: int | str) -> str:
+    # Leading space: the tokenizer has no prefix space, so this is how the text continues after the prompt.
+    return f" The answer is \\boxed{{{answer}}}."
+
+
+def held_out_problems(num_problems: int, seed: int) -> list[tuple[int, int]]:
+    """Distinct (a, b) pairs for evaluation; SFT and RL never draw them."""
+    rng = random.Random(f"eval-{seed}")
+    pairs: dict[tuple[int, int], None] = {}
+    while len(pairs) < num_problems:
+        pairs[(rng.randint(0, MAX_OPERAND), rng.randint(0, MAX_OPERAND))] = None
+    return list(pairs)
+
+
+def sample_training_pairs(rng: random.Random, count: int, exclude: set[tuple[int, int]]) -> list[tuple[int, int]]:
+    pairs = []
+    while len(pairs) < count:
+        pair = (rng.randint(0, MAX_OPERAND), rng.randint(0, MAX_OPERAND))
+        if pair not in exclude:
+            pairs.append(pair)
+    return pairs
+
+
+def rl_dataset(num_prompts: int, seed: int, exclude: set[tuple[int, int]]):
+    """TRL's prompt-only format (plain-string prompts) plus the `solution` column read by `boxed_answer_reward`."""
+    from datasets import Dataset
+
+    pairs = sample_training_pairs(random.Random(f"rl-{seed}"), num_prompts, exclude)
+    return Dataset.from_dict({"prompt": [prompt_text(a, b) for a, b in pairs], "solution": [str(a + b) for a, b in pairs]})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Supervised fine-tuning (teacher and student)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def sft_batch(tokenizer, pairs: list[tuple[int, int]]):
+    """Right-padded prompt + completion + EOS ids, with labels only on the completion (the prompt is given).
+
+    Prompt and completion are tokenised separately, as in RL, where the model continues the prompt's own ids.
+    """
+    import torch
+
+    rows, labels = [], []
+    for a, b in pairs:
+        prompt = tokenizer(prompt_text(a, b), add_special_tokens=False)["input_ids"]
+        completion = tokenizer(completion_text(a + b), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append(prompt + completion)
+        labels.append([-100] * len(prompt) + completion)
+    width = max(map(len, rows))
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    attention_mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    label_ids = torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels])
+    return input_ids, attention_mask, label_ids
+
+
+def supervised_fine_tune(model, tokenizer, steps, batch_size, learning_rate, seed, exclude, name, print_fn):
+    """A plain AdamW loop with a cosine schedule; prints the loss ten times. Fresh problems every step."""
+    import torch
+
+    rng = random.Random(f"sft-{name}-{seed}")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    model.train()
+    start, report_every = time.time(), max(1, steps // 10)
+    for step in range(1, steps + 1):
+        input_ids, attention_mask, labels = sft_batch(tokenizer, sample_training_pairs(rng, batch_size, exclude))
+        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % report_every == 0 or step == steps:
+            print_fn(f"  {name} SFT step {step:4d}/{steps}  loss {loss.item():.4f}  ({time.time() - start:.0f}s)")
+    model.eval()
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Evaluation: Avg@k and Pass@k at temperature 1
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _local_avg_at_k(correct_counts, num_samples: int) -> float:
+    return sum(correct_counts) / (len(correct_counts) * num_samples) if correct_counts else 0.0
+
+
+def _local_pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
+    """The unbiased estimator 1 - C(n - c, k) / C(n, k) (Chen et al., 2021)."""
+    if num_samples - num_correct < k:
+        return 1.0
+    return 1.0 - math.comb(num_samples - num_correct, k) / math.comb(num_samples, k)
+
+
+def estimators():
+    """`(avg_at_k, pass_at_k, source)`: the project's `scope_trl.evaluation` when present, else the local ones."""
+    try:
+        from .evaluation import avg_at_k, pass_at_k
+
+        return avg_at_k, pass_at_k, "scope_trl.evaluation"
+    except ImportError:
+        return _local_avg_at_k, _local_pass_at_k, "scope_trl.demo (local minimal estimators)"
+
+
+def evaluate(model, tokenizer, pairs, k: int, seed: int, batch_prompts: int = 50) -> dict:
+    """Sample k completions per problem at temperature 1 and score them with the exact-answer verifier."""
+    import torch
+
+    from .toy import extract_boxed
+
+    avg_at_k, pass_at_k, _ = estimators()
+    model.eval()
+    tokenizer.padding_side = "left"  # generation continues the prompt's last token
+    correct_counts = []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)  # the same sampling noise for every model evaluated in a run
+        for start in range(0, len(pairs), batch_prompts):
+            chunk = pairs[start : start + batch_prompts]
+            enc = tokenizer([prompt_text(a, b) for a, b in chunk], return_tensors="pt", padding=True)
+            out = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=MAX_COMPLETION_LENGTH,
+                num_return_sequences=k,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            for index, (a, b) in enumerate(chunk):
+                samples = texts[index * k : (index + 1) * k]
+                correct_counts.append(sum(extract_boxed(t) == str(a + b) for t in samples))
+    return {
+        "avg@k": float(avg_at_k(correct_counts, k)),
+        "pass@k": sum(pass_at_k(k, c, k) for c in correct_counts) / len(correct_counts),
+        "correct_counts": correct_counts,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# RL: SCOPE, OPD, GRPO or DGPO
+# --------------------------------------------------------------------------------------------------------------------
+
+
+# Per method, the (header, metric key, format) columns of the per-step table.
+COMMON_COLUMNS = [("step", "step", "d"), ("correct", "rewards/boxed_answer_reward/mean", ".3f")]
+METHOD_COLUMNS = {
+    "scope": [
+        ("teacher_kl", "scope/teacher_kl", ".3f"),
+        ("frac_mle", "scope/frac_correct", ".3f"),
+        ("frac_opd", "scope/frac_incorrect", ".3f"),
+        ("mle_loss", "scope/mle_loss", ".4f"),
+        ("opd_loss", "scope/opd_loss", ".4f"),
+    ],
+    "grpo": [("clip_ratio", "clip_ratio/region_mean", ".4f"), ("entropy", "entropy", ".3f")],
+    "dgpo": [
+        ("clip_low", "clip_ratio/low_mean", ".4f"),
+        ("clip_high", "clip_ratio/high_mean", ".4f"),
+        ("policy_loss", "policy_loss", ".4f"),
+        ("entropy", "entropy", ".3f"),
+    ],
+}
+METHOD_COLUMNS["opd"] = [c for c in METHOD_COLUMNS["scope"] if c[0] not in ("frac_mle", "mle_loss")]
 COLUMN_WIDTH = 11
 
 
 class MetricsPrinter(TrainerCallback):
-    """Prints one aligned line of the main DGPO metrics per logged step ("-" where a region was empty)."""
+    """Prints one aligned line of the method's main metrics per logged step ("-" where a metric is absent)."""
 
-    def __init__(self, print_fn=print):
-        self.print = print_fn
+    def __init__(self, columns, print_fn=print):
+        self.columns, self.print = columns, print_fn
         self.header_printed = False
+        self.start = time.time()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "reward" not in logs:
             return
         if not self.header_printed:
-            self.print(" ".join(header.rjust(COLUMN_WIDTH) for header, _, _ in COLUMNS))
+            self.print(" ".join(header.rjust(COLUMN_WIDTH) for header, _, _ in self.columns) + "    time")
             self.header_printed = True
         values = {**logs, "step": state.global_step}
         cells = []
-        for _, key, spec in COLUMNS:
+        for _, key, spec in self.columns:
             value = values.get(key)
             missing = value is None or (isinstance(value, float) and math.isnan(value))
             cells.append(("-" if missing else format(value, spec)).rjust(COLUMN_WIDTH))
-        self.print(" ".join(cells))
+        self.print(" ".join(cells) + f"  {time.time() - self.start:5.0f}s")
 
 
-def run_demo(
-    output_dir: str | os.PathLike | None = None,
-    max_steps: int = 64,
-    steps_per_generation: int = 4,
-    num_generations: int = 8,
-    learning_rate: float = 3e-2,
-    seed: int = 0,
-    print_fn=print,
-) -> dict:
-    """Train the tiny student with DGPO on the arithmetic task and return a summary (also written as JSON)."""
-    from . import DGPOConfig, DGPOTrainer
-    from .toy import boxed_answer_reward, build_toy_testbed, digit_fraction_reward, make_arithmetic_dataset
+def make_trainer(settings: DemoSettings, student_path: str, teacher_path: str, dataset, output_dir: Path, print_fn):
+    from trl import GRPOConfig, GRPOTrainer
 
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    disable_progress_bars()
-    output_dir = Path(output_dir or tempfile.mkdtemp(prefix="scope-trl-demo-"))
-    start = time.time()
-    print_fn(f"scope-trl demo: DGPO on the built-in arithmetic task, offline, on CPU -> {output_dir}")
-    paths = build_toy_testbed(output_dir / "testbed")
-    print_fn(f"built the tiny tokenizer and student model in {time.time() - start:.1f}s")
+    from . import DGPOConfig, DGPOTrainer, SCOPEConfig, SCOPETrainer
+    from .toy import boxed_answer_reward
 
-    warnings.filterwarnings("ignore", category=FutureWarning)  # TRL's own deprecation notices, not the user's
-    args = DGPOConfig(
-        output_dir=str(output_dir / "dgpo"),
+    method = settings.method
+    common = dict(
+        output_dir=str(output_dir / method),
         use_cpu=True,
         bf16=False,
         report_to="none",
         disable_tqdm=True,
-        per_device_train_batch_size=num_generations,
-        num_generations=num_generations,
-        steps_per_generation=steps_per_generation,  # several optimizer steps per generation batch: r departs from 1
-        max_completion_length=12,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        logging_steps=steps_per_generation,  # one line per generation batch, averaged over its optimizer steps
+        per_device_train_batch_size=settings.num_generations * settings.prompts_per_step,
+        num_generations=settings.num_generations,
+        max_completion_length=MAX_COMPLETION_LENGTH,
+        temperature=1.0,
+        max_steps=settings.max_steps,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="constant",  # short run: a decaying schedule would waste the second half
+        warmup_steps=0,
+        logging_steps=1,
         save_strategy="no",
-        seed=seed,
-        reward_weights=[1.0, 1.0],
+        seed=settings.seed,
     )
-    dataset = make_arithmetic_dataset(4 * max_steps, seed=seed, conversational=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer = DGPOTrainer(
-            model=paths["student"],
-            reward_funcs=[boxed_answer_reward, digit_fraction_reward],
-            args=args,
-            train_dataset=dataset,
-            callbacks=[MetricsPrinter(print_fn)],
-        )
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    kwargs = dict(
+        model=student_path,
+        reward_funcs=[boxed_answer_reward],
+        train_dataset=dataset,
+        callbacks=[MetricsPrinter(COMMON_COLUMNS + METHOD_COLUMNS[method], print_fn)],
+    )
+    if method in ("scope", "opd"):
+        args = SCOPEConfig(**common, routing=method == "scope")
+        return SCOPETrainer(**kwargs, args=args, teacher_model=teacher_path)
+    if method == "dgpo":
+        args = DGPOConfig(**common, steps_per_generation=DGPO_STEPS_PER_GENERATION)
+        return DGPOTrainer(**kwargs, args=args)
+    return GRPOTrainer(**kwargs, args=GRPOConfig(**common))
 
+
+def train_rl(settings, student_path, teacher_path, dataset, output_dir, print_fn):
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TRL's notices about defaults it is changing, not the user's concern here
+        trainer = make_trainer(settings, student_path, teacher_path, dataset, output_dir, print_fn)
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
         trainer.train()
+    return trainer
 
-    history = [entry for entry in trainer.state.log_history if "reward" in entry]
-    window = max(1, len(history) // 4)
-    first = sum(e["reward"] for e in history[:window]) / window
-    last = sum(e["reward"] for e in history[-window:]) / window
-    summary = {
-        "method": "dgpo",
+
+# --------------------------------------------------------------------------------------------------------------------
+# Report: plot, JSON, summary table
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def plot_curves(log_history: list[dict], method: str, path: Path) -> None:
+    """Training reward, teacher KL and route shares per step (the last two exist only for scope / opd)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on CI machines
+    import matplotlib.pyplot as plt
+
+    entries = [e for e in log_history if "reward" in e]
+    steps = [e["step"] for e in entries]
+    panels = [
+        ("training reward (exact answer)", [("reward", "reward")]),
+        ("scope/teacher_kl", [("scope/teacher_kl", "teacher KL")]),
+        ("route shares", [("scope/frac_correct", "MLE path (correct)"), ("scope/frac_incorrect", "OPD path")]),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, (title, series) in zip(axes, panels):
+        plotted = False
+        for key, label in series:
+            values = [e.get(key) for e in entries]
+            if any(v is not None for v in values):
+                ax.plot(steps, [math.nan if v is None else v for v in values], label=label)
+                plotted = True
+        if not plotted:
+            ax.text(0.5, 0.5, f"not logged by {method}", ha="center", va="center", transform=ax.transAxes)
+        elif len(series) > 1:
+            ax.legend()
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    fig.suptitle(f"scope-trl demo: {method} on 2-digit addition")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def summary_table(metrics: dict, k: int) -> str:
+    rows = [("student before", "student_before"), ("student after", "student_after"), ("teacher", "teacher")]
+    lines = [f"{'':16s} {f'Avg@{k}':>8s} {f'Pass@{k}':>8s}"]
+    lines += [f"{label:16s} {metrics[key]['avg@k']:8.3f} {metrics[key]['pass@k']:8.3f}" for label, key in rows]
+    return "\n".join(lines)
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The demo
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def run_demo(settings: DemoSettings | None = None, output_dir: str | os.PathLike | None = None, print_fn=print) -> dict:
+    """Run the whole demo and return the report (also written to `demo_report.json`)."""
+    import torch
+
+    from .toy import build_tiny_model, build_tokenizer
+
+    settings = settings or DemoSettings()
+    if settings.method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {settings.method!r}.")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    disable_progress_bars()
+    output_dir = Path(output_dir or tempfile.mkdtemp(prefix="scope-trl-demo-"))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    start, timings = time.time(), {}
+    print_fn(f"scope-trl demo: {settings.method} on 2-digit addition, offline, on CPU -> {output_dir}")
+    print_fn(f"evaluation estimators: {estimators()[2]}")
+
+    torch.manual_seed(settings.seed)
+    tokenizer = build_tokenizer()
+    eval_pairs = held_out_problems(settings.eval_problems, settings.seed)
+    exclude = set(eval_pairs)
+    sft = dict(batch_size=settings.sft_batch_size, learning_rate=settings.sft_learning_rate, seed=settings.seed)
+
+    paths, models = {}, {}
+    for name, size, steps, model_seed in (
+        ("teacher", TEACHER_SIZE, settings.sft_steps, settings.seed + 1),
+        ("student", STUDENT_SIZE, settings.student_sft_steps, settings.seed),
+    ):
+        t0 = time.time()
+        model = build_tiny_model(tokenizer, seed=model_seed, **size)
+        print_fn(f"[{name}] {count_parameters(model):,} parameters, {steps} SFT steps of {settings.sft_batch_size}")
+        supervised_fine_tune(model, tokenizer, steps, exclude=exclude, name=name, print_fn=print_fn, **sft)
+        paths[name] = str(output_dir / f"{name}_sft")
+        model.save_pretrained(paths[name])
+        tokenizer.save_pretrained(paths[name])
+        timings[f"{name}_sft"] = time.time() - t0
+        models[name] = model
+    teacher, student = models["teacher"], models["student"]
+
+    t0 = time.time()
+    print_fn(f"[eval] {settings.eval_problems} held-out problems x {settings.k} samples at temperature 1")
+    metrics = {"teacher": evaluate(teacher, tokenizer, eval_pairs, settings.k, settings.seed)}
+    metrics["student_before"] = evaluate(student, tokenizer, eval_pairs, settings.k, settings.seed)
+    timings["eval_before"] = time.time() - t0
+    for key in ("teacher", "student_before"):
+        print_fn(f"  {key}: Avg@{settings.k} {metrics[key]['avg@k']:.3f}  Pass@{settings.k} {metrics[key]['pass@k']:.3f}")
+
+    t0 = time.time()
+    print_fn(f"[{settings.method}] {settings.max_steps} steps, lr {settings.learning_rate:g}")
+    dataset = rl_dataset(settings.max_steps * settings.prompts_per_step * 2, settings.seed, exclude)
+    trainer = train_rl(settings, paths["student"], paths["teacher"], dataset, output_dir, print_fn)
+    timings["rl"] = time.time() - t0
+
+    t0 = time.time()
+    metrics["student_after"] = evaluate(trainer.model, tokenizer, eval_pairs, settings.k, settings.seed)
+    timings["eval_after"] = time.time() - t0
+    timings["total"] = time.time() - start
+
+    plot_path, report_path = output_dir / "demo_curves.png", output_dir / "demo_report.json"
+    plot_curves(trainer.state.log_history, settings.method, plot_path)
+    report = {
+        "method": settings.method,
+        "settings": asdict(settings),
+        "task": f"a + b with a, b in [0, {MAX_OPERAND}], plain prompts, answer in \\boxed{{}}",
+        "parameters": {"teacher": count_parameters(teacher), "student": count_parameters(student)},
+        "k": settings.k,
+        "eval_problems": settings.eval_problems,
+        "estimators": estimators()[2],
+        "metrics": metrics,
         "steps": trainer.state.global_step,
-        "reward_first_quarter": first,
-        "reward_last_quarter": last,
-        "max_clip_ratio_region": max(e.get("clip_ratio/region_mean", 0.0) for e in history),
-        "seconds": time.time() - start,
+        "seconds": timings,
+        "plot": str(plot_path),
         "log_history": trainer.state.log_history,
     }
-    (output_dir / "demo_report.json").write_text(json.dumps(summary, indent=2))
-    print_fn(
-        f"mean reward: {first:.3f} over the first quarter of steps -> {last:.3f} over the last; largest share of "
-        f"tokens outside the trust region: {summary['max_clip_ratio_region']:.3f}; {summary['seconds']:.0f}s in all."
-    )
-    print_fn(
-        "'correct' is the exact-answer reward: a randomly initialised ~20k-parameter model cannot do arithmetic, so "
-        "what it learns here is the dense 'digits' reward. `scope-trl demo --steps-per-generation 1` runs on-policy, "
-        "where DGPO equals GRPO and no token leaves the trust region."
-    )
-    print_fn(f"report: {output_dir / 'demo_report.json'}")
-    return summary
+    report_path.write_text(json.dumps(report, indent=2))
+    print_fn("")
+    print_fn(summary_table(metrics, settings.k))
+    print_fn(f"total {timings['total']:.0f}s (" + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items() if k != "total") + ")")
+    print_fn(f"plot:   {plot_path}")
+    print_fn(f"report: {report_path}")
+    return report
