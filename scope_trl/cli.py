@@ -7,7 +7,9 @@ Sub-commands:
   `scope_trl/accelerate_configs/`, e.g. `zero3`, or a file) launches the script through `accelerate launch`, with
   `--num_processes`, `--num_machines`, `--machine_rank`, `--main_process_ip` and `--main_process_port` passed on to it
   (on a multi-node run, each node runs the same command with its own `--machine_rank`);
-- `scope-trl demo`: the embedded-default job, a short offline DGPO run of a tiny model on a built-in task (CPU);
+- `scope-trl eval`: Avg@k / Pass@k of a model on the maths benchmarks;
+- `scope-trl demo`: the embedded-default job: a tiny teacher and student trained offline on CPU on a built-in
+  arithmetic task, then SCOPE (or OPD, GRPO, DGPO) on the student, with before/after Avg@k / Pass@k;
 - `scope-trl env`: the versions of the packages scope-trl depends on, for bug reports.
 """
 
@@ -99,16 +101,15 @@ def _demo(args: argparse.Namespace) -> int:
 
     # The demo runs on CPU: tell DeepSpeed (imported by TRL when installed) so it does not probe for a GPU and warn.
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    from .demo import run_demo
+    from .demo import DemoSettings, run_demo
 
-    run_demo(
-        output_dir=args.output_dir,
-        max_steps=args.max_steps,
-        steps_per_generation=args.steps_per_generation,
-        num_generations=args.num_generations,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-    )
+    settings = DemoSettings(method=args.method, seed=args.seed)
+    if args.smoke:
+        settings.smoke()  # tiny budgets first; explicit flags below still override them
+    for field in ("max_steps", "sft_steps", "eval_problems", "k", "learning_rate", "num_generations"):
+        if getattr(args, field) is not None:
+            setattr(settings, field, getattr(args, field))
+    run_demo(settings, output_dir=args.output_dir)
     return 0
 
 
@@ -180,8 +181,9 @@ def _eval(args: argparse.Namespace) -> int:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scope-trl",
-        description="SCOPE and DGPO trainers for Hugging Face TRL. Run `scope-trl demo` for a one-minute offline "
-        "DGPO training of a tiny model on CPU; `scope-trl scope --help` and `scope-trl dgpo --help` for training.",
+        description="SCOPE and DGPO trainers for Hugging Face TRL. Run `scope-trl demo` for an offline, few-minute "
+        "SCOPE run of a tiny teacher and student on CPU; `scope-trl scope --help` and `scope-trl dgpo --help` for "
+        "training; `scope-trl eval --help` for evaluation.",
         epilog="Example: scope-trl scope --config examples/configs/scope_qwen3_1.7b_deepmath.yaml "
         "--accelerate_config zero3",
     )
@@ -196,25 +198,34 @@ def make_parser() -> argparse.ArgumentParser:
 
     demo = subparsers.add_parser(
         "demo",
-        help="train a tiny model with DGPO on a built-in arithmetic task, offline, on CPU, and print its metrics",
-        description="Builds a tiny tokenizer and Qwen3-architecture student offline, trains it with DGPO on a "
-        "built-in arithmetic task with several optimizer steps per generation batch, and prints one line of metrics "
-        "per step: rewards, the share of tokens beyond the trust region (clip_low / clip_high) and their mean DGPO "
-        "decay weights (w_low / w_high). Takes about a minute on 2 CPU cores.",
+        help="train a teacher and a student on a built-in arithmetic task, then SCOPE on the student, offline, on CPU",
+        description="Offline, on CPU, in about 5 minutes on 2 cores: trains a tiny teacher and a weaker student by "
+        "SFT on 2-digit addition answered in \\boxed{}, evaluates both (Avg@k and Pass@k at temperature 1 on held-out "
+        "problems), trains the student with the chosen method, evaluates it again, and writes a JSON report and a PNG "
+        "of the training curves (reward, scope/teacher_kl, route shares).",
     )
     demo.add_argument(
-        "--output-dir", default=None, help="where to write the models and the report (default: a temp dir)"
+        "--method",
+        choices=["scope", "opd", "grpo", "dgpo"],
+        default="scope",
+        help="scope: SCOPE with the teacher; opd: plain on-policy distillation (SCOPE with routing=False); grpo: TRL's "
+        "GRPOTrainer; dgpo: DGPOTrainer with 4 optimizer steps per generation batch (default: scope)",
     )
-    demo.add_argument("--max-steps", type=int, default=64, help="optimizer steps (default: 64)")
     demo.add_argument(
-        "--steps-per-generation",
-        type=int,
-        default=4,
-        help="optimizer steps per generation batch; 1 makes DGPO identical to GRPO (default: 4)",
+        "--output-dir", default=None, help="where to write the models, the plot and the report (default: a temp dir)"
     )
-    demo.add_argument("--num-generations", type=int, default=8, help="completions per prompt (default: 8)")
-    demo.add_argument("--learning-rate", type=float, default=3e-2, help="learning rate (default: 3e-2)")
+    demo.add_argument("--max-steps", type=int, default=None, help="RL optimizer steps (default: 300)")
+    demo.add_argument(
+        "--sft-steps", type=int, default=None, help="teacher SFT steps; the student gets a third (default: 900)"
+    )
+    demo.add_argument("--eval-problems", type=int, default=None, help="held-out problems (default: 100)")
+    demo.add_argument("-k", type=int, default=None, help="samples per problem for Avg@k / Pass@k (default: 8)")
+    demo.add_argument("--learning-rate", type=float, default=None, help="RL learning rate (default: 1e-4)")
+    demo.add_argument("--num-generations", type=int, default=None, help="completions per prompt (default: 8)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument(
+        "--smoke", action="store_true", help="tiny budgets, end to end in well under a minute (for tests)"
+    )
     demo.set_defaults(func=_demo)
 
     evaluation = subparsers.add_parser(
