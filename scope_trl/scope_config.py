@@ -96,6 +96,11 @@ class SCOPEConfig(GRPOConfig):
         outcome_advantage_coef (`float`, *optional*, defaults to `0.0`):
             When > 0, GRPO's group-normalised outcome advantage times this coefficient is added to every routed
             rollout through the same surrogate: an RL + distillation hybrid. 0 is the paper's method.
+        distillation_advantage_clip (`float`, *optional*):
+            When set to c > 0, the per-token distillation signal log π_T − log π_old is clamped to [−c, c] before the
+            teacher weight multiplies it. A near-deterministic teacher gives the student's wrong tokens log-probs of
+            −10 to −15, so a few tokens dominate the update (`scope_method.md` §13.11); verl offers similar clamps.
+            `None` (default) leaves the paper's method unchanged.
     """
 
     _VALID_DICT_FIELDS = GRPOConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]
@@ -214,6 +219,13 @@ class SCOPEConfig(GRPOConfig):
             "same surrogate (>= 0; 0 is the paper's method)."
         },
     )
+    distillation_advantage_clip: float | None = field(
+        default=None,
+        metadata={
+            "help": "Optional bound c > 0 on the per-token distillation signal: log pi_T - log pi_old is clamped to "
+            "[-c, c] before the teacher weight multiplies it. None (default) is the paper's method."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -246,6 +258,11 @@ class SCOPEConfig(GRPOConfig):
         choice("scope_loss_aggregation", SCOPE_AGGREGATIONS)
         for name in ("mle_coef", "opd_coef", "outcome_advantage_coef"):
             non_negative(name)
+        require(
+            self.distillation_advantage_clip is None
+            or (math.isfinite(self.distillation_advantage_clip) and self.distillation_advantage_clip > 0),
+            f"distillation_advantage_clip must be None (no bound) or a number > 0, got {self.distillation_advantage_clip}.",
+        )
         check_dgpo_exponents(self.dgpo_n, self.dgpo_m)
         check_trust_region(self.epsilon, self.epsilon if self.epsilon_high is None else self.epsilon_high)
         if isinstance(self.correctness_reward, int) and not isinstance(self.correctness_reward, bool):

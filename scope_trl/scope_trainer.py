@@ -295,7 +295,11 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         local_weights = weights[process_slice]
 
         # Per-token advantages, constant for every micro-batch and iteration of this generation batch.
-        distillation = local_weights.unsqueeze(1) * (teacher_logps - behaviour_logps)
+        log_ratio_to_teacher = teacher_logps - behaviour_logps
+        if args.distillation_advantage_clip is not None:
+            bound = args.distillation_advantage_clip
+            log_ratio_to_teacher = log_ratio_to_teacher.clamp(-bound, bound)
+        distillation = local_weights.unsqueeze(1) * log_ratio_to_teacher
         reinforcement = local_weights.unsqueeze(1).expand_as(distillation)
         advantages = torch.where(local_correct.unsqueeze(1), reinforcement, distillation)
         advantages = advantages * (local_correct | local_incorrect).unsqueeze(1)

@@ -28,6 +28,7 @@ def test_defaults_follow_the_paper():
         "ppo",
     )
     assert (config.mle_coef, config.opd_coef, config.outcome_advantage_coef) == (1.0, 1.0, 0.0)
+    assert config.distillation_advantage_clip is None  # the paper's method: no bound
     assert "teacher_model_init_kwargs" in SCOPEConfig._VALID_DICT_FIELDS
 
 
@@ -54,6 +55,8 @@ def test_defaults_follow_the_paper():
         ({"delta": 2.0}, "delta"),
         ({"use_liger_kernel": True}, "use_liger_kernel=True is not supported by SCOPETrainer"),
         ({"correctness_reward": 1.5}, "correctness_reward must be a reward function's name or position"),
+        ({"distillation_advantage_clip": 0.0}, "distillation_advantage_clip must be None"),
+        ({"distillation_advantage_clip": float("inf")}, "distillation_advantage_clip"),
     ],
 )
 def test_invalid_values_raise_clear_errors(kwargs, message):

@@ -452,3 +452,16 @@ def test_evaluation_routes_and_logs_eval_metrics(student_path, teacher_path, toy
     for key in ("eval_loss", "eval_policy_loss", "eval_scope/frac_correct", "eval_scope/opd_loss"):
         assert key in metrics, key
     assert 0.0 <= metrics["eval_scope/frac_correct"] <= 1.0
+
+
+def test_distillation_advantage_clip_bounds_the_per_token_signal(student_path, teacher_path, toy_dataset, tmp_path):
+    trainer = build_scope(
+        student_path, teacher_path, toy_dataset, tmp_path, distillation_advantage_clip=0.01, routing=False, max_steps=2
+    )
+    batches = record_generation_batches(trainer)
+    trainer.train()
+    for batch in batches:
+        out = batch["out"]
+        bound = 0.01 * out["scope_weight"].unsqueeze(1)  # the weight multiplies the clamped log-ratio
+        assert (out["advantages"].abs() <= bound + 1e-7).all()
+        assert (out["advantages"].abs() == bound).any()  # random tiny models disagree by more than 0.01 somewhere
