@@ -44,7 +44,7 @@ class PolicyBatch:
     log_ratio: torch.Tensor  # (B, T | 1) log π_θ - log π_old, token level or the sequence's mean
     advantages: torch.Tensor  # (B, 1) or (B, T)
     mask: torch.Tensor  # (B, T) 1 on loss tokens (completion mask times tool mask)
-    entropies: torch.Tensor  # (B, T) detached-free entropies from the fused head
+    entropies: torch.Tensor  # (B, T) per-token entropies of the policy, from the fused head
     entropy_mask: torch.Tensor | None  # (B, T) bool, `top_entropy_quantile < 1`
     off_policy_mask: torch.Tensor | None  # (B, 1) 1 = keep, `off_policy_mask_threshold`
     per_token_kl: torch.Tensor | None  # (B, T) k3 KL to the reference model, `beta != 0`
