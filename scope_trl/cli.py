@@ -106,7 +106,16 @@ def _demo(args: argparse.Namespace) -> int:
     settings = DemoSettings(method=args.method, seed=args.seed)
     if args.smoke:
         settings.smoke()  # tiny budgets first; explicit flags below still override them
-    for field in ("max_steps", "sft_steps", "eval_problems", "k", "learning_rate", "num_generations"):
+    for field in (
+        "max_steps",
+        "sft_steps",
+        "eval_problems",
+        "k",
+        "learning_rate",
+        "num_generations",
+        "prompts_per_step",
+        "distillation_advantage_clip",
+    ):
         if getattr(args, field) is not None:
             setattr(settings, field, getattr(args, field))
     run_demo(settings, output_dir=args.output_dir)
@@ -214,14 +223,22 @@ def make_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--output-dir", default=None, help="where to write the models, the plot and the report (default: a temp dir)"
     )
-    demo.add_argument("--max-steps", type=int, default=None, help="RL optimizer steps (default: 300)")
+    demo.add_argument("--max-steps", type=int, default=None, help="RL optimizer steps (default: 200)")
     demo.add_argument(
         "--sft-steps", type=int, default=None, help="teacher SFT steps; the student gets a third (default: 900)"
     )
-    demo.add_argument("--eval-problems", type=int, default=None, help="held-out problems (default: 100)")
+    demo.add_argument("--eval-problems", type=int, default=None, help="held-out problems (default: 500)")
     demo.add_argument("-k", type=int, default=None, help="samples per problem for Avg@k / Pass@k (default: 8)")
-    demo.add_argument("--learning-rate", type=float, default=None, help="RL learning rate (default: 1e-4)")
+    demo.add_argument("--learning-rate", type=float, default=None, help="RL learning rate (default: 3e-4)")
     demo.add_argument("--num-generations", type=int, default=None, help="completions per prompt (default: 8)")
+    demo.add_argument("--prompts-per-step", type=int, default=None, help="prompts per RL step (default: 16)")
+    demo.add_argument(
+        "--distillation-advantage-clip",
+        type=float,
+        default=None,
+        help="scope / opd: bound |per-token distillation advantage| by this value; off unless given (the paper's "
+        "method). 1.0 is the toy table's best SCOPE variant (README, Benchmarks)",
+    )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument(
         "--smoke", action="store_true", help="tiny budgets, end to end in well under a minute (for tests)"

@@ -29,9 +29,10 @@ def run_smoke_demo(tmp_path, monkeypatch, *flags):
 
 
 def test_demo_smoke_runs_scope_end_to_end(tmp_path, capsys, monkeypatch):
-    report = run_smoke_demo(tmp_path, monkeypatch)
+    report = run_smoke_demo(tmp_path, monkeypatch, "--distillation-advantage-clip", "1.0")
     out = capsys.readouterr().out
     assert report["method"] == "scope" and report["steps"] == report["settings"]["max_steps"] == 4
+    assert report["settings"]["distillation_advantage_clip"] == 1.0 and "distillation advantage clip 1" in out
     assert any("scope/teacher_kl" in entry for entry in report["log_history"])
     assert "student before" in out and "student after" in out and "teacher_kl" in out
     assert str(tmp_path / "demo_report.json") in out and str(tmp_path / "demo_curves.png") in out
@@ -42,6 +43,51 @@ def test_demo_smoke_runs_dgpo(tmp_path, monkeypatch):
     assert report["method"] == "dgpo" and report["steps"] == 8
     assert any("clip_ratio/low_mean" in entry for entry in report["log_history"])  # DGPOTrainer's own metrics
     assert not any("scope/teacher_kl" in entry for entry in report["log_history"])
+
+
+def test_demo_distillation_advantage_clip_reaches_the_config(tmp_path):
+    """`--distillation-advantage-clip` sets SCOPEConfig's field; unset, it leaves a pre-bound default alone (the toy
+    table binds its `scope_clip1` row's value into the config class and must not see it replaced by None)."""
+    import functools
+
+    import scope_trl
+    from scope_trl.demo import DemoSettings, make_trainer, rl_dataset
+    from scope_trl.toy import build_toy_testbed
+
+    paths = build_toy_testbed(tmp_path / "models")
+    dataset = rl_dataset(8, seed=0, exclude=set())
+
+    def clip_of(settings):
+        trainer = make_trainer(settings, paths["student"], paths["teacher"], dataset, tmp_path, lambda *a: None)
+        return trainer.args.distillation_advantage_clip
+
+    assert clip_of(DemoSettings().smoke()) is None
+    assert clip_of(DemoSettings(distillation_advantage_clip=1.5).smoke()) == 1.5
+    saved = scope_trl.SCOPEConfig
+    scope_trl.SCOPEConfig = functools.partial(saved, distillation_advantage_clip=2.5)
+    try:
+        assert clip_of(DemoSettings().smoke()) == 2.5
+    finally:
+        scope_trl.SCOPEConfig = saved
+
+
+def test_demo_help_states_the_demo_defaults():
+    """The `(default: ...)` in each demo flag's help is the value `DemoSettings` really uses."""
+    import re
+
+    from scope_trl.cli import make_parser
+    from scope_trl.demo import DemoSettings
+
+    demo_parser = make_parser()._subparsers._group_actions[0].choices["demo"]
+    defaults = DemoSettings()
+    checked = 0
+    for action in demo_parser._actions:
+        match = re.search(r"\(default: ([^)]+)\)", action.help or "")
+        field = action.dest
+        if match and hasattr(defaults, field) and field not in ("method", "seed"):
+            assert float(match.group(1)) == float(getattr(defaults, field)), (action.option_strings, match.group(1))
+            checked += 1
+    assert checked >= 6
 
 
 def test_no_command_prints_help(capsys):
