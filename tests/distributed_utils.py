@@ -82,11 +82,37 @@ def launch_env(port: int) -> dict:
     return env
 
 
+# Failures of the environment rather than of the code under test, retried once with a fresh port: another process
+# took the rendezvous port between `free_port()` and the bind, or a worker died of SIGABRT, which gloo's worker threads
+# occasionally raise while the interpreter shuts down (pytorch/pytorch#179291 describes the teardown race). A failure
+# that repeats on the retry fails the test; a retried one is reported as a warning.
+TRANSIENT_LAUNCH_FAILURES = ("Address already in use", "EADDRINUSE", "SIGABRT")
+
+
 def run_command(cmd: list[str], port: int, timeout: float = LAUNCH_TIMEOUT) -> tuple[str, str]:
     """Run a launcher command in a session of its own; fail the test with its output tail if it fails or hangs.
 
-    Returns (stdout, stderr). On a timeout the launcher's whole process tree is killed (see the module docstring).
+    `port` is the rendezvous port the command names (as an argument and as MASTER_PORT). Returns (stdout, stderr). On
+    a timeout the launcher's whole process tree is killed (see the module docstring).
     """
+    returncode, stdout, stderr = _run_once(cmd, port, timeout)
+    if returncode != 0 and any(signature in stderr for signature in TRANSIENT_LAUNCH_FAILURES):
+        import warnings
+
+        new_port = free_port()
+        warnings.warn(
+            f"`{' '.join(cmd)}` failed with a transient launch error (exit {returncode}); retrying once on port "
+            f"{new_port}.\n{tail(stderr, 20)}",
+            stacklevel=2,
+        )
+        cmd = [str(new_port) if arg == str(port) else arg for arg in cmd]
+        returncode, stdout, stderr = _run_once(cmd, new_port, timeout)
+    output = f"--- stdout (tail) ---\n{tail(stdout)}\n--- stderr (tail) ---\n{tail(stderr)}"
+    assert returncode == 0, f"`{' '.join(cmd)}` exited with {returncode}\n{output}"
+    return stdout, stderr
+
+
+def _run_once(cmd: list[str], port: int, timeout: float) -> tuple[int, str, str]:
     proc = subprocess.Popen(
         cmd,
         cwd=REPO_ROOT,
@@ -107,9 +133,7 @@ def run_command(cmd: list[str], port: int, timeout: float = LAUNCH_TIMEOUT) -> t
         except subprocess.TimeoutExpired:  # some process still holds the pipes: give up on the output
             stdout, stderr = "", "(no output: the pipes stayed open after the kill)"
         pytest.fail(f"`{' '.join(cmd)}` ran past {timeout} s (deadlock?)\n{tail(stdout)}\n{tail(stderr)}")
-    output = f"--- stdout (tail) ---\n{tail(stdout)}\n--- stderr (tail) ---\n{tail(stderr)}"
-    assert proc.returncode == 0, f"`{' '.join(cmd)}` exited with {proc.returncode}\n{output}"
-    return stdout, stderr
+    return proc.returncode, stdout, stderr
 
 
 def launch_script(
