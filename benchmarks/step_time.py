@@ -6,6 +6,7 @@ the timing. Printed ratios are trainer / GRPO; a ratio above 1 is slower (or lar
 
     python benchmarks/step_time.py                       # CPU, small models (about a minute on 2 cores)
     python benchmarks/step_time.py --hidden 1024 --layers 8 --device cuda --bf16 --steps 20 --completion 256
+    python benchmarks/step_time.py --hidden 1024 --layers 28 --vocab 151936 --device cuda --bf16   # Qwen3-0.6B-like
 
 SCOPE does more work than GRPO by design (a teacher forward per generation batch, and a student forward when TRL
 computes no old log-probs); DGPO's loss should cost the same as GRPO's.
@@ -29,6 +30,9 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hidden", type=int, default=128, help="student hidden size (teacher: 2x)")
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument(
+        "--vocab", type=int, default=None, help="embedding rows (default: the toy tokenizer's; 151936 is Qwen3's)"
+    )
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16, help="per-device train batch size")
@@ -123,10 +127,11 @@ def main():
     heads = max(4, args.hidden // 64)
     paths = {
         "student": save_tiny_model(root / "student", tokenizer, hidden_size=args.hidden, num_hidden_layers=args.layers,
-                                   num_attention_heads=heads, num_key_value_heads=max(1, heads // 2)),
+                                   num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+                                   vocab_size=args.vocab),
         "teacher": save_tiny_model(root / "teacher", tokenizer, hidden_size=2 * args.hidden,
                                    num_hidden_layers=args.layers, num_attention_heads=heads,
-                                   num_key_value_heads=max(1, heads // 2), seed=1),
+                                   num_key_value_heads=max(1, heads // 2), seed=1, vocab_size=args.vocab),
     }  # fmt: skip
     results = {name: run(name, paths, args, root) for name in args.trainers.split(",")}
     baseline = results.get("grpo")
