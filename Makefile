@@ -1,16 +1,38 @@
-# The README's two commands: `make demo` (install, then the offline DGPO demo) and `make test` (install, lint, tests).
-# torch is installed first, pinned, so that pip resolves its CPU build on a CPU machine instead of a multi-GB CUDA one.
-PYTHON ?= python3
-PIP := $(PYTHON) -m pip
+# The README's two commands: `make demo` (install, then the offline SCOPE demo) and `make test` (install, lint, tests).
+#
+# Both install into a project-local virtual environment, `.venv/` (created when missing, ignored by git), so that a
+# fresh clone, and every CI run of `.ci/run`, starts from an empty environment and fails on any undeclared dependency.
+# torch is installed first, pinned, so that pip takes its CPU build on a CPU machine instead of a multi-GB CUDA one.
+#
+# To use an existing environment instead, name its interpreter: `make test PYTHON=python3` (nothing is created).
+BOOTSTRAP_PYTHON ?= python3
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
+PIP = $(PYTHON) -m pip
 
-.PHONY: install demo test lint format
+ifeq ($(PYTHON),$(VENV)/bin/python)
+# Console scripts (`scope-trl`, `accelerate`) that tests and subprocesses call are the environment's own.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export VIRTUAL_ENV := $(abspath $(VENV))
+ENVIRONMENT := $(VENV)/bin/python
+endif
 
-install:
+.PHONY: install install-demo demo test lint format clean-venv
+
+$(VENV)/bin/python:
+	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+install: $(ENVIRONMENT)
 	$(PIP) install "torch==$(TORCH_VERSION)"
 	$(PIP) install -e ".[dev,deepspeed]"
 
-demo: install
+install-demo: $(ENVIRONMENT)
+	$(PIP) install "torch==$(TORCH_VERSION)"
+	$(PIP) install -e ".[plot]"
+
+demo: install-demo
 	$(PYTHON) -m scope_trl.cli demo
 
 test: install
@@ -25,3 +47,6 @@ lint:
 format:
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
+
+clean-venv:
+	rm -rf $(VENV)

@@ -25,9 +25,11 @@
    minimal local estimators below.
 
 Outputs under `--output-dir`: `demo_report.json` (settings, timings, metrics, log history), `demo_curves.png` (training
-reward, `scope/teacher_kl`, route shares) and the SFT'd models. `--smoke` runs the same pipeline with tiny budgets (the
-tests use it). The demo reports whatever it measures rather than being tuned to show a gain; how SCOPE, its ablations
-and the baselines compare on this task over seeds is measured by `benchmarks/toy_table.py` (README, Benchmarks).
+reward, `scope/teacher_kl`, route shares; needs the `plot` extra, and is skipped with a one-line message without it:
+the report and the result table come first, so a failing plot loses nothing) and the SFT'd models. `--smoke` runs the
+same pipeline with tiny budgets (the tests use it). The demo reports whatever it measures rather than being tuned to
+show a gain; how SCOPE, its ablations and the baselines compare on this task over seeds is measured by
+`benchmarks/toy_table.py` (README, Benchmarks).
 """
 
 from __future__ import annotations
@@ -368,11 +370,15 @@ def train_rl(settings, student_path, teacher_path, dataset, output_dir, print_fn
 
 
 def plot_curves(log_history: list[dict], method: str, path: Path) -> None:
-    """Training reward, teacher KL and route shares per step (the last two exist only for scope / opd)."""
-    import matplotlib
+    """Training reward, teacher KL and route shares per step (the last two exist only for scope / opd).
 
+    Needs matplotlib (extra `plot`); raises `MissingOptionalDependency` naming the install command without it.
+    """
+    from .optional import import_optional
+
+    matplotlib = import_optional("matplotlib", "drawing the demo's training curves")
     matplotlib.use("Agg")  # headless: no display on CI machines
-    import matplotlib.pyplot as plt
+    plt = import_optional("matplotlib.pyplot", "drawing the demo's training curves")
 
     entries = [e for e in log_history if "reward" in e]
     steps = [e["step"] for e in entries]
@@ -488,8 +494,8 @@ def run_demo(
     timings["eval_after"] = time.time() - t0
     timings["total"] = time.time() - start
 
+    # The results reach the disk and the screen before any optional step, so a failing plot loses nothing.
     plot_path, report_path = output_dir / "demo_curves.png", output_dir / "demo_report.json"
-    plot_curves(trainer.state.log_history, settings.method, plot_path)
     report = {
         "method": settings.method,
         "settings": asdict(settings),
@@ -501,7 +507,7 @@ def run_demo(
         "metrics": metrics,
         "steps": trainer.state.global_step,
         "seconds": timings,
-        "plot": str(plot_path),
+        "plot": None,
         "log_history": trainer.state.log_history,
     }
     report_path.write_text(json.dumps(report, indent=2))
@@ -512,6 +518,15 @@ def run_demo(
         + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items() if k != "total")
         + ")"
     )
-    print_fn(f"plot:   {plot_path}")
     print_fn(f"report: {report_path}")
+
+    try:
+        plot_curves(trainer.state.log_history, settings.method, plot_path)
+    except Exception as error:  # optional: the run's results are already saved
+        report["plot_error"] = f"{type(error).__name__}: {error}"
+        print_fn(f"plot:   not drawn ({error})")
+    else:
+        report["plot"] = str(plot_path)
+        print_fn(f"plot:   {plot_path}")
+    report_path.write_text(json.dumps(report, indent=2))
     return report

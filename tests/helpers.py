@@ -1,9 +1,21 @@
 """Helpers shared by the trainer tests: tiny configs, parameter snapshots, hand-made batches, per-token gradients."""
 
+import shutil
+import sys
 import warnings
+from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
+
+
+def console_script(name: str = "scope-trl") -> str:
+    """The console script installed with the interpreter running the tests (a virtual environment's own `bin/`),
+    else the one on the PATH."""
+    beside = Path(sys.executable).parent / name
+    executable = str(beside) if beside.exists() else shutil.which(name)
+    assert executable, f"the `{name}` console script is missing: install the package with `pip install -e .`"
+    return executable
 
 
 def tiny_args(tmp_path, config_class, **overrides):

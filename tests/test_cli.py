@@ -2,11 +2,12 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 from scope_trl.cli import main
+
+from .helpers import console_script
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +37,24 @@ def test_demo_smoke_runs_scope_end_to_end(tmp_path, capsys, monkeypatch):
     assert any("scope/teacher_kl" in entry for entry in report["log_history"])
     assert "student before" in out and "student after" in out and "teacher_kl" in out
     assert str(tmp_path / "demo_report.json") in out and str(tmp_path / "demo_curves.png") in out
+    assert out.index("student after") < out.index("report:") < out.index("plot:")  # results first, plot last
+
+
+def test_demo_without_matplotlib_keeps_its_results(tmp_path, capsys, monkeypatch):
+    """Plotting is optional: without matplotlib the demo still writes its report, prints its table, says in one line
+    which package to install, and exits 0."""
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    for module in ("matplotlib", "matplotlib.pyplot"):  # `import matplotlib` now fails as if it were not installed
+        monkeypatch.setitem(sys.modules, module, None)
+    assert main(["demo", "--smoke", "--output-dir", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "demo_report.json").read_text())
+    assert set(report["metrics"]) == {"teacher", "student_before", "student_after"}
+    assert report["plot"] is None and not (tmp_path / "demo_curves.png").exists()
+    assert "pip install 'scope-trl[plot]'" in report["plot_error"]
+    out = capsys.readouterr().out
+    plot_lines = [line for line in out.splitlines() if line.startswith("plot:")]
+    assert plot_lines == [f"plot:   not drawn ({report['plot_error'].split(': ', 1)[1]})"]
+    assert "Traceback" not in out and "student after" in out
 
 
 def test_demo_smoke_runs_dgpo(tmp_path, monkeypatch):
@@ -102,8 +121,7 @@ def test_env_lists_versions(capsys):
 
 
 def test_console_script_is_installed():
-    executable = shutil.which("scope-trl")
-    assert executable, "the `scope-trl` console script is missing: install the package with `pip install -e .`"
+    executable = console_script()
     result = subprocess.run([executable, "demo", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--method" in result.stdout and "--smoke" in result.stdout
 

@@ -6,7 +6,6 @@ with a model card that cites the method's paper.
 """
 
 import json
-import shutil
 import sys
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from scope_trl.toy import make_arithmetic_problems
 
 from .distributed_utils import CONFIG_DIR, REPO_ROOT, free_port, run_command
+from .helpers import console_script
 
 
 pytestmark = pytest.mark.distributed
@@ -60,9 +60,7 @@ def test_training_script_end_to_end(method, entry, config, toy_paths, jsonl_data
             "--main_process_port", str(port), str(REPO_ROOT / "examples" / f"{method}.py"),
         ]  # fmt: skip
     else:
-        executable = shutil.which("scope-trl")
-        assert executable, "the `scope-trl` console script is missing: install the package with `pip install -e .`"
-        command = [executable, method, "--accelerate_config", config, "--main_process_port", str(port)]
+        command = [console_script(), method, "--accelerate_config", config, "--main_process_port", str(port)]
     processes = 2 if config == "cpu_multi" else 1
     stdout, stderr = run_command(
         command + training_args(method, toy_paths, jsonl_dataset, output_dir, processes), port
