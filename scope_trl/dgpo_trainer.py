@@ -96,12 +96,8 @@ class DGPOTrainer(SurrogateGRPOTrainer):
 
     def _log_dgpo_metrics(self, batch: PolicyBatch, terms) -> None:
         metrics = self._metrics[batch.mode]
+        self._log_boundary_metrics(terms.low_region, terms.high_region, batch.mask, batch.mode)
         low, high = terms.low_region.float(), terms.high_region.float()
-        metrics["clip_ratio/low_mean"].append(self._global_masked_mean(low, batch.mask))
-        metrics["clip_ratio/high_mean"].append(self._global_masked_mean(high, batch.mask))
-        metrics["clip_ratio/region_mean"].append(self._global_masked_mean(torch.maximum(low, high), batch.mask))
-        metrics["clip_ratio/low_min"].append(self._gathered_sequence_extremes(low, batch.mask)[0])
-        metrics["clip_ratio/high_max"].append(self._gathered_sequence_extremes(high, batch.mask)[1])
         # NaN for an empty region: TRL's log() skips NaN values and logs None for a step without any, never a fake 0.
         nan = float("nan")
         metrics["dgpo/low_weight_mean"].append(self._global_masked_mean(terms.low_decay, batch.mask * low, empty=nan))

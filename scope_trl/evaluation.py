@@ -30,7 +30,7 @@ OlympiadBench, without defining Pass@32 (`shared/docs/scope_method.md` §12.2, `
   `batch_size` too (the random draws are consumed per batch).
 
 * **During training** (`PeriodicEvaluationCallback`): the evaluation runs on the main process only, on the unwrapped
-  model, while the other processes wait at a barrier; DeepSpeed ZeRO-3 is refused with a clear error (each process
+  model, while the other processes wait at a barrier; DeepSpeed ZeRO-3 and FSDP are refused with a clear error (each process
   holds a shard of the weights, so generation would need every process to take part). The metrics
   `eval/<benchmark>/avg@k` and `eval/<benchmark>/pass@k` are logged with `transformers.Trainer.log`, so they reach
   `state.log_history` and the trackers; TRL's own `log` override is bypassed on purpose, since it would flush (and
@@ -545,7 +545,7 @@ class PeriodicEvaluationCallback(TrainerCallback):
     The callback needs the trainer to log through it: pass `trainer=` or call `attach(trainer)`. It evaluates on the
     main process only (the other processes wait at a barrier, so keep an evaluation well under the collective timeout,
     30 min by default; their log history lacks the `eval/...` entries) with the transformers backend, and refuses
-    DeepSpeed ZeRO-3 (see the module docstring). Sampling runs in a forked RNG, so training draws the same random numbers
+    DeepSpeed ZeRO-3 and FSDP (see the module docstring). Sampling runs in a forked RNG, so training draws the same random numbers
     with or without the callback. Keep the benchmarks small: every evaluation samples k completions per problem.
     """
 
@@ -587,13 +587,19 @@ class PeriodicEvaluationCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.trainer is None:
             raise ValueError("PeriodicEvaluationCallback needs the trainer to log: pass trainer= or use attach().")
+        sharded = None
         if getattr(self.trainer, "is_deepspeed_enabled", False):
             plugin = self.trainer.accelerator.state.deepspeed_plugin
             if plugin is not None and plugin.zero_stage == 3:
-                raise ValueError(
-                    "PeriodicEvaluationCallback does not support DeepSpeed ZeRO-3: generation would need every "
-                    "process to gather the sharded weights. Evaluate the saved checkpoints with `scope-trl eval`."
-                )
+                sharded = "DeepSpeed ZeRO-3"
+        if getattr(self.trainer, "is_fsdp_enabled", False):
+            sharded = "FSDP"
+        if sharded is not None:
+            raise ValueError(
+                f"PeriodicEvaluationCallback does not support {sharded}: it generates on the main process only, "
+                "while sharded weights can only be gathered by every process together (the run would hang). "
+                "Evaluate the saved checkpoints with `scope-trl eval` instead."
+            )
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every_n_steps:

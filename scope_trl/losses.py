@@ -73,6 +73,22 @@ def check_dgpo_exponents(n: float, m: float) -> None:
         )
 
 
+def boundary_regions(
+    log_ratio: torch.Tensor, advantages: torch.Tensor, epsilon_low: float, epsilon_high: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens beyond the trust region, as bool masks broadcast to one shape: (LN, HP).
+
+    LN ("low, negative"): A < 0 and r < 1 - ε_low; HP ("high, positive"): A > 0 and r > 1 + ε_high. These are the
+    tokens GRPO's hard clip cuts off (its `clip_ratio/low_*` and `clip_ratio/high_*` metrics) and the ones DGPO's
+    soft clip decays. Shapes as in `dgpo_terms`; nothing is differentiated.
+    """
+    ratio = torch.exp(log_ratio.detach().clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+    low = (advantages < 0) & (ratio < 1.0 - epsilon_low)
+    high = (advantages > 0) & (ratio > 1.0 + epsilon_high)
+    low, high = torch.broadcast_tensors(low, high)
+    return low, high
+
+
 def dgpo_terms(
     log_ratio: torch.Tensor,
     advantages: torch.Tensor,
@@ -100,11 +116,8 @@ def dgpo_terms(
     clamped = log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio = torch.exp(clamped)
     clamped_sg = clamped.detach()
-    ratio_sg = ratio.detach()
 
-    low_region = (advantages < 0) & (ratio_sg < 1.0 - epsilon_low)
-    high_region = (advantages > 0) & (ratio_sg > 1.0 + epsilon_high)
-    low_region, high_region = torch.broadcast_tensors(low_region, high_region)
+    low_region, high_region = boundary_regions(clamped_sg, advantages, epsilon_low, epsilon_high)
 
     log_lb, log_ub = math.log(1.0 - epsilon_low), math.log(1.0 + epsilon_high)
     # (r / lb)^n on LN: exponent n · (log r - log lb) < 0 there, 0 elsewhere.

@@ -14,6 +14,7 @@ from .weights import DIRECTIONS, NORMALIZATIONS
 
 SCOPE_AGGREGATIONS = ("official", "per_path", "global")
 POLICY_SURROGATES = ("ppo", "dgpo")
+NONFINITE_TEACHER_POLICIES = ("exclude", "error")
 
 
 @dataclass
@@ -43,10 +44,20 @@ class SCOPEConfig(GRPOConfig):
             Revision (branch, tag or commit) of the teacher.
         teacher_model_init_kwargs (`str` or `dict[str, Any]`, *optional*):
             Keyword arguments for `from_pretrained` when the teacher is given by name. `dtype` defaults to the
-            student's.
+            training precision: `bfloat16` with `bf16=True`, `float16` with `fp16=True`, else the student's dtype (a
+            teacher loaded in float32 by default would cost twice the memory of a bf16 one on every GPU).
         teacher_temperature (`float`, *optional*, defaults to `1.0`):
             Temperature applied to the teacher's logits when scoring (the official code scores at 1.0). Student
             log-probs are always at the sampling `temperature`, as in TRL.
+        nonfinite_teacher_scores (`str`, *optional*, defaults to `"exclude"`):
+            What a rollout whose teacher log-prob is `-inf` or `NaN` on one of its loss tokens does (a token the
+            teacher gives probability 0, an id outside the teacher's vocabulary, an fp16 overflow). `"exclude"`: the
+            rollout leaves the distillation path (no loss, no weight, no count; `scope/frac_nonfinite_teacher` counts
+            it and the first occurrence is warned about), so a non-finite score never reaches the loss. `"error"`:
+            raise, naming the step and the number of rollouts.
+        allow_teacher_change (`bool`, *optional*, defaults to `False`):
+            Every checkpoint records its teacher (`scope_teacher.json`: name or path, revision, commit, dtype). Resuming
+            from a checkpoint whose teacher differs from this run's raises an error naming both, unless this is `True`.
 
         > Parameters that control routing and the Dual-Path Adaptive Weighting
 
@@ -121,12 +132,26 @@ class SCOPEConfig(GRPOConfig):
         default=None,
         metadata={
             "help": "Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the teacher is given by name; "
-            "`dtype` defaults to the student's."
+            "`dtype` defaults to the training precision (bfloat16 with bf16=True, float16 with fp16=True, else the "
+            "student's dtype)."
         },
     )
     teacher_temperature: float = field(
         default=1.0,
         metadata={"help": "Temperature applied to the teacher's logits when scoring the student's tokens (> 0)."},
+    )
+    nonfinite_teacher_scores: str = field(
+        default="exclude",
+        metadata={
+            "help": "A rollout with a -inf or NaN teacher log-prob on a loss token: 'exclude' (it leaves the "
+            "distillation path, counted in scope/frac_nonfinite_teacher, warned once) or 'error' (raise)."
+        },
+    )
+    allow_teacher_change: bool = field(
+        default=False,
+        metadata={
+            "help": "Allow resuming from a checkpoint recorded with another teacher (by default an error names both)."
+        },
     )
 
     # Parameters that control routing and the Dual-Path Adaptive Weighting
@@ -255,6 +280,7 @@ class SCOPEConfig(GRPOConfig):
         choice("teacher_weight_direction", DIRECTIONS)
         choice("weight_normalization", NORMALIZATIONS)
         choice("policy_surrogate", POLICY_SURROGATES)
+        choice("nonfinite_teacher_scores", NONFINITE_TEACHER_POLICIES)
         choice("scope_loss_aggregation", SCOPE_AGGREGATIONS)
         for name in ("mle_coef", "opd_coef", "outcome_advantage_coef"):
             non_negative(name)

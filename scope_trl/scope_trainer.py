@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
 import textwrap
 import time
 import warnings
 
 import torch
-from transformers import AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel, ProcessorMixin
+from transformers.trainer_utils import get_last_checkpoint
 from trl.models import prepare_deepspeed, prepare_fsdp
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path, get_config_model_id
 
 from .aggregation import global_token_normalizer
-from .losses import dgpo_terms, ppo_clip_loss
+from .losses import boundary_regions, dgpo_terms, ppo_clip_loss
 from .scope_config import SCOPEConfig
 from .surrogate_trainer import PolicyBatch, SurrogateGRPOTrainer
 from .weights import dual_path_weights
@@ -99,15 +102,29 @@ class SCOPETrainer(SurrogateGRPOTrainer):
                 "SCOPETrainer needs a teacher: pass `teacher_model=` (a name, a path or a model instance) or set "
                 "`teacher_model_name_or_path` in the SCOPEConfig."
             )
+        self._refuse_multimodal(kwargs.get("processing_class"))  # before loading anything, when it is given
         super().__init__(model, reward_funcs, args=args, **kwargs)
+        self._refuse_multimodal(self.processing_class)
 
         self._verifier_index = self._resolve_verifier(args.correctness_reward)
         self._last_rewards_per_func = None
+        self._warned_nonfinite_teacher = False
         self.teacher_model = self._prepare_teacher(teacher)
+        self.teacher_record = self._teacher_record(teacher)
 
     # ---------------------------------------------------------------------------------------------------------------
     # Construction
     # ---------------------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _refuse_multimodal(processing_class) -> None:
+        if isinstance(processing_class, ProcessorMixin):
+            raise ValueError(
+                f"SCOPETrainer does not support vision-language models ({type(processing_class).__name__}): the "
+                "behaviour and teacher forwards see token ids only, so π_old, the perplexity weights and the "
+                "teacher's scores would ignore the images that the loss forward sees. Use a text-only student and "
+                "teacher (and a tokenizer as processing_class)."
+            )
 
     def _resolve_verifier(self, correctness_reward: str | None) -> int:
         names = self.reward_func_names
@@ -126,7 +143,7 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         args = self.args
         if isinstance(teacher, str):
             init_kwargs = dict(args.teacher_model_init_kwargs or {})
-            init_kwargs.setdefault("dtype", self.model.dtype)
+            init_kwargs.setdefault("dtype", self._teacher_default_dtype())
             if args.teacher_model_revision is not None:
                 init_kwargs.setdefault("revision", args.teacher_model_revision)
             init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
@@ -139,6 +156,7 @@ class SCOPETrainer(SurrogateGRPOTrainer):
                 "those arguments yourself, or pass its name or path instead."
             )
         self._check_teacher_tokenizer(teacher)
+        self.teacher_vocab_size = teacher.config.get_text_config().vocab_size
         teacher.requires_grad_(False)
         teacher.eval()
         # Teacher log-probs come from a fused LM head: B x T x vocabulary logits are never materialised.
@@ -148,6 +166,27 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         if self.is_fsdp_enabled:
             return prepare_fsdp(teacher, self.accelerator)
         return self.accelerator.prepare_model(teacher, evaluation_mode=True)
+
+    def _teacher_default_dtype(self) -> torch.dtype:
+        """The training precision: a frozen teacher kept in float32 under bf16 training would double its memory."""
+        if self.args.bf16:
+            return torch.bfloat16
+        if self.args.fp16:
+            return torch.float16
+        return self.model.dtype
+
+    def _teacher_record(self, teacher: str | PreTrainedModel) -> dict:
+        """What identifies the teacher, written into every checkpoint and the model card."""
+        module = self.accelerator.unwrap_model(self.teacher_model) if self.teacher_model is not None else None
+        config = getattr(module, "config", None)
+        name = teacher if isinstance(teacher, str) else (get_config_model_id(config) if config else None)
+        return {
+            "name_or_path": name,
+            "revision": self.args.teacher_model_revision,
+            "commit_hash": getattr(config, "_commit_hash", None),
+            "dtype": str(getattr(module, "dtype", None)).replace("torch.", ""),
+            "temperature": self.args.teacher_temperature,
+        }
 
     def _check_teacher_tokenizer(self, teacher: PreTrainedModel) -> None:
         """The teacher scores the student's token ids, so both must map text to the same ids."""
@@ -165,6 +204,17 @@ class SCOPETrainer(SurrogateGRPOTrainer):
                 f"The student {student_name} has {len(student_tokenizer)} tokens but the teacher {teacher_name} only "
                 f"{teacher_vocab_size} embedding rows: some student token ids do not exist for the teacher. {why}"
             )
+        student_rows = self.accelerator.unwrap_model(self.model).config.get_text_config().vocab_size
+        if student_rows > teacher_vocab_size:
+            warnings.warn(
+                f"The student {student_name} has {student_rows} output rows (a padded embedding) but the teacher "
+                f"{teacher_name} only {teacher_vocab_size}: if the student samples one of the ids "
+                f"{teacher_vocab_size}..{student_rows - 1}, which its tokenizer never produces, the teacher cannot score "
+                "it; such a rollout gets a non-finite teacher score and follows `nonfinite_teacher_scores` "
+                f"(now {self.args.nonfinite_teacher_scores!r}).",
+                UserWarning,
+                stacklevel=3,
+            )
         try:
             teacher_tokenizer = AutoTokenizer.from_pretrained(
                 teacher_name, revision=self.args.teacher_model_revision, trust_remote_code=self.args.trust_remote_code
@@ -177,6 +227,17 @@ class SCOPETrainer(SurrogateGRPOTrainer):
                 stacklevel=3,
             )
             return
+        student_template = getattr(student_tokenizer, "chat_template", None)
+        teacher_template = getattr(teacher_tokenizer, "chat_template", None)
+        if teacher_template is not None and student_template != teacher_template:
+            warnings.warn(
+                f"The chat templates of the student {student_name} and the teacher {teacher_name} differ. The teacher "
+                "scores the student's token ids, rendered with the student's template, so it sees prompts formatted "
+                "the student's way; a teacher that relies on its own template (an instruct teacher for a base student, "
+                "SCOPE's main pair) may score them worse than it would its own format.",
+                UserWarning,
+                stacklevel=3,
+            )
         student_vocab, teacher_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
         mismatched = [token for token, index in student_vocab.items() if teacher_vocab.get(token) != index]
         if mismatched:
@@ -190,6 +251,68 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             )
 
     # ---------------------------------------------------------------------------------------------------------------
+    # The teacher's identity in checkpoints, on resume and in the model card
+    # ---------------------------------------------------------------------------------------------------------------
+
+    TEACHER_RECORD_NAME = "scope_teacher.json"
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        checkpoint = resume_from_checkpoint
+        if isinstance(checkpoint, bool) and checkpoint:
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        if checkpoint:
+            self._check_resumed_teacher(checkpoint)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _check_resumed_teacher(self, checkpoint: str) -> None:
+        """Refuse to resume with another teacher than the checkpoint's (unless `allow_teacher_change=True`)."""
+        path = os.path.join(checkpoint, self.TEACHER_RECORD_NAME)
+        if not os.path.isfile(path):
+            return  # a checkpoint written before teachers were recorded (or by another trainer): nothing to compare
+        with open(path) as f:
+            saved = json.load(f)
+        identity = ("name_or_path", "revision", "commit_hash")
+        differs = [
+            key
+            for key in identity
+            if saved.get(key) is not None and self.teacher_record.get(key) is not None
+            and saved[key] != self.teacher_record[key]
+        ]  # fmt: skip
+        if not differs:
+            return
+        described = "; ".join(f"{key}: checkpoint {saved[key]!r}, now {self.teacher_record[key]!r}" for key in differs)
+        if self.args.allow_teacher_change:
+            warnings.warn(f"Resuming {checkpoint} with another teacher ({described}).", UserWarning, stacklevel=3)
+            return
+        raise ValueError(
+            f"The checkpoint {checkpoint} was trained with another teacher ({described}). Resume with the same "
+            "teacher (teacher_model_name_or_path / teacher_model_revision), or set allow_teacher_change=True to "
+            "continue with this one on purpose."
+        )
+
+    def _write_teacher_record(self, directory: str) -> None:
+        if self.args.should_save:
+            os.makedirs(directory, exist_ok=True)
+            with open(os.path.join(directory, self.TEACHER_RECORD_NAME), "w") as f:
+                json.dump(self.teacher_record, f, indent=2)
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        # Every save goes through here: the final model and each checkpoint (under DeepSpeed too).
+        super()._save(output_dir, state_dict)
+        self._write_teacher_record(output_dir if output_dir is not None else self.args.output_dir)
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        card = os.path.join(self.args.output_dir, "README.md")
+        if not self.is_world_process_zero() or not os.path.isfile(card):
+            return
+        record = self.teacher_record
+        lines = ["", "## Teacher", "", "Trained by SCOPE with this teacher (also in `scope_teacher.json`):", ""]
+        lines += [f"- {key}: `{value}`" for key, value in record.items() if value is not None]
+        with open(card, "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+    # ---------------------------------------------------------------------------------------------------------------
     # Once per generation batch: route, score with the teacher, weight, build per-token advantages
     # ---------------------------------------------------------------------------------------------------------------
 
@@ -198,16 +321,19 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         self._last_rewards_per_func = rewards  # (N_global, n_funcs), gathered; NaN where a function returned None
         return rewards
 
-    def _route(self, rewards_per_func: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(correct, valid) booleans over the global batch, from the verifier column of the gathered rewards."""
+    def _route(self, rewards_per_func: torch.Tensor, has_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(correct, valid) booleans over the global batch, from the verifier column of the gathered rewards.
+
+        A rollout is valid when it has at least one loss token (`has_tokens`: truncated completions under
+        `mask_truncated_completions=True`, empty completions and fully tool-masked ones have none) and, with routing,
+        its verifier did not return None. Invalid rollouts belong to no path, subset, count or metric (§13.5).
+        """
         verifier = rewards_per_func[:, self._verifier_index]
-        if not self.args.routing:  # plain OPD: the verifier is not consulted, every rollout is distilled
-            everything = torch.ones_like(verifier, dtype=torch.bool)
-            return ~everything, everything
-        valid = ~torch.isnan(verifier)
+        if not self.args.routing:  # plain OPD: the verifier is not consulted, every rollout with tokens is distilled
+            return torch.zeros_like(has_tokens), has_tokens
+        valid = has_tokens & ~torch.isnan(verifier)
         return valid & (verifier >= self.args.correctness_threshold), valid
 
-    @torch.no_grad()
     def _score_with_teacher(self, input_ids, attention_mask, logits_to_keep, rows, batch_size) -> torch.Tensor:
         """Teacher log-probs of the completion tokens of the selected local `rows`; 0 on the other rows.
 
@@ -227,14 +353,22 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             selected = torch.cat([selected, filler])
         if selected.numel() == 0:
             return teacher_logps
+        rows_ids = input_ids[selected]
+        # A padded student embedding can sample ids the teacher has no row for: score a stand-in id instead of
+        # indexing out of range, and give those tokens -inf, which `nonfinite_teacher_scores` then handles.
+        teacher_rows = self.teacher_vocab_size
+        unknown = rows_ids >= teacher_rows
+        if unknown.any():
+            rows_ids = torch.where(unknown, getattr(self.processing_class, "pad_token_id", None) or 0, rows_ids)
         logps, _, _ = self._get_per_token_logps_and_entropies(
             self.teacher_model,
-            input_ids[selected],
+            rows_ids,
             attention_mask[selected],
             logits_to_keep,
             batch_size=batch_size,
         )
-        teacher_logps[selected[:num_rows]] = logps[:num_rows].float()
+        logps = logps.float().masked_fill(unknown[:, -logits_to_keep:], float("-inf"))
+        teacher_logps[selected[:num_rows]] = logps[:num_rows]
         return teacher_logps
 
     def _generate_and_score_completions(self, inputs):
@@ -249,14 +383,14 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         local_rows, logits_to_keep = completion_ids.shape
         mask = completion_mask if "tool_mask" not in out else completion_mask * out["tool_mask"]
         mask = mask.float()
+        loss_token = mask > 0
         rank = self.accelerator.process_index
         process_slice = slice(rank * local_rows, (rank + 1) * local_rows)
         input_ids = torch.cat([out["prompt_ids"], completion_ids], dim=1)
         attention_mask = torch.cat([out["prompt_mask"], completion_mask], dim=1)
 
-        correct, valid = self._route(self._last_rewards_per_func)
+        correct, valid = self._route(self._last_rewards_per_func, self.accelerator.gather(loss_token.any(1)))
         incorrect = valid & ~correct
-        local_correct, local_incorrect = correct[process_slice], incorrect[process_slice]
 
         # π_old: TRL's old log-probs when it computed them, else one no-grad forward of the current student.
         behaviour_logps = out.get("old_per_token_logps")
@@ -265,17 +399,26 @@ class SCOPETrainer(SurrogateGRPOTrainer):
                 behaviour_logps, _, _ = self._get_per_token_logps_and_entropies(
                     self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
                 )
-        behaviour_logps = behaviour_logps.float()
+        behaviour_logps = torch.where(loss_token, behaviour_logps.float(), 0.0)
 
         start = time.perf_counter()
         teacher_logps = self._score_with_teacher(
-            input_ids, attention_mask, logits_to_keep, local_incorrect, batch_size
+            input_ids, attention_mask, logits_to_keep, incorrect[process_slice], batch_size
         )
         score_time = time.perf_counter() - start
 
+        # A non-finite teacher score never reaches the loss: its rollout leaves the distillation path (or we stop).
+        local_nonfinite = (loss_token & ~torch.isfinite(teacher_logps)).any(1)
+        nonfinite = self.accelerator.gather(local_nonfinite)
+        if nonfinite.any():
+            self._on_nonfinite_teacher_scores(int(nonfinite.sum()), int(incorrect.sum()))
+        incorrect, valid = incorrect & ~nonfinite, valid & ~nonfinite
+        teacher_logps = torch.where(loss_token & ~local_nonfinite.unsqueeze(1), teacher_logps, 0.0)
+        local_correct, local_incorrect = correct[process_slice], incorrect[process_slice]
+
         lengths = mask.sum(1).clamp(min=1.0)
-        student_seq_logps = self.accelerator.gather((behaviour_logps * mask).sum(1) / lengths)
-        teacher_seq_logps = self.accelerator.gather((teacher_logps * mask).sum(1) / lengths)
+        student_seq_logps = self.accelerator.gather(behaviour_logps.sum(1) / lengths)
+        teacher_seq_logps = self.accelerator.gather(teacher_logps.sum(1) / lengths)
         if args.routing:
             weights = dual_path_weights(
                 student_seq_logps,
@@ -301,8 +444,9 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             log_ratio_to_teacher = log_ratio_to_teacher.clamp(-bound, bound)
         distillation = local_weights.unsqueeze(1) * log_ratio_to_teacher
         reinforcement = local_weights.unsqueeze(1).expand_as(distillation)
-        advantages = torch.where(local_correct.unsqueeze(1), reinforcement, distillation)
-        advantages = advantages * (local_correct | local_incorrect).unsqueeze(1)
+        advantages = torch.where(
+            local_correct.unsqueeze(1), reinforcement, torch.where(local_incorrect.unsqueeze(1), distillation, 0.0)
+        )
 
         path = torch.full((local_rows,), EXCLUDED, dtype=torch.long, device=mask.device)
         path[local_correct] = CORRECT
@@ -325,6 +469,7 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         self._log_routing_metrics(
             metrics, group_size, correct, incorrect, weights, student_seq_logps, teacher_seq_logps
         )
+        metrics["scope/frac_nonfinite_teacher"].append(nonfinite.float().mean().item())
         # Sampled-token reverse-KL estimate on the distillation path: mean of log π_old − log π_T over its tokens.
         distill_mask = mask * local_incorrect.unsqueeze(1).float()
         metrics["scope/teacher_kl"].append(
@@ -332,10 +477,47 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         )
         score_times = self.accelerator.gather(torch.tensor([score_time], device=mask.device))
         metrics["teacher/score_time"].append(score_times.max().item())
+        self._log_completion_columns(advantages, mask, weights, correct, incorrect, process_slice)
+        return out
+
+    def _on_nonfinite_teacher_scores(self, count: int, scored: int) -> None:
+        """Apply `nonfinite_teacher_scores` to a generation batch in which `count` scored rollouts are non-finite."""
+        message = (
+            f"The teacher gave a non-finite log-prob (-inf or NaN) to a loss token of {count} of the {scored} rollouts "
+            f"it scored at step {self.state.global_step} (a token it gives probability 0, an id outside its "
+            "vocabulary, or an fp16 overflow)."
+        )
+        if self.args.nonfinite_teacher_scores == "error":
+            raise ValueError(
+                f"{message} Such a score would make the loss NaN. Check the teacher's dtype and vocabulary, or set "
+                "nonfinite_teacher_scores='exclude' to drop those rollouts from the distillation path."
+            )
+        if not self._warned_nonfinite_teacher:
+            warnings.warn(
+                f"{message} Those rollouts leave the distillation path (nonfinite_teacher_scores='exclude'); "
+                "scope/frac_nonfinite_teacher counts them at every step. This warning is shown once.",
+                UserWarning,
+                stacklevel=2,
+            )
+            self._warned_nonfinite_teacher = True
+
+    def _log_completion_columns(self, advantages, mask, weights, correct, incorrect, process_slice) -> None:
+        """The completions table (`log_completions=True`): SCOPE's route and weight per rollout, and in TRL's
+        `advantage` column what SCOPE trains on instead of GRPO's outcome advantage: the weight on the MLE path, the
+        mean per-token advantage on the distillation path, 0 for an excluded rollout. Global tensors but
+        `advantages` and `mask`, which are this process's rows."""
+        local_correct, local_incorrect = correct[process_slice], incorrect[process_slice]
+        mean_distillation = (advantages * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        trained_on = torch.where(
+            local_correct, weights[process_slice], torch.where(local_incorrect, mean_distillation, 0.0)
+        )
+        trained_on = self.accelerator.gather(trained_on).tolist()
+        logged = self._logs["advantages"]
+        for offset, value in enumerate(trained_on):  # replaces the outcome advantages TRL just appended
+            logged[len(logged) - len(trained_on) + offset] = value
         routes = torch.where(correct, CORRECT, torch.where(incorrect, INCORRECT, EXCLUDED)).tolist()
         self._logs["extra"]["scope_route"].extend(ROUTE_NAMES[r] for r in routes)
         self._logs["extra"]["scope_weight"].extend(weights.tolist())
-        return out
 
     @staticmethod
     def _log_routing_metrics(metrics, group_size, correct, incorrect, weights, student_seq_logps, teacher_seq_logps):
@@ -363,8 +545,14 @@ class SCOPETrainer(SurrogateGRPOTrainer):
 
     def _policy_batch(self, model, inputs) -> PolicyBatch:
         batch = super()._policy_batch(model, inputs)
-        # Excluded rollouts (the verifier returned None) take no part in any term, metric or count.
+        # Excluded rollouts (no verdict, no loss token, a non-finite teacher score) take no part in any term, metric
+        # or count.
         batch.mask = batch.mask * (inputs["scope_path"] != EXCLUDED).unsqueeze(1)
+        # The distillation path's surrogate acts on tokens beyond the trust region once the ratio departs from 1
+        # (num_iterations > 1, steps_per_generation > gradient_accumulation_steps): GRPO's clip_ratio/* metrics.
+        distillation_tokens = batch.mask * (inputs["scope_path"] == INCORRECT).unsqueeze(1)
+        low, high = boundary_regions(batch.log_ratio, batch.advantages, self.epsilon_low, self.epsilon_high)
+        self._log_boundary_metrics(low, high, distillation_tokens, batch.mode)
         return batch
 
     def _surrogate_loss(self, log_ratio: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:

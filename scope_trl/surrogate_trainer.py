@@ -31,6 +31,20 @@ from .aggregation import aggregate_token_loss
 from .losses import LOG_RATIO_CLAMP
 
 
+def sequence_advantages(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 1) advantage of each sequence: GRPO's (B, 1) as is; a per-token (B, T) one as its mean over the
+    sequence's loss tokens (0 for a sequence without any).
+
+    The off-policy sequence mask (DeepSeek-V3.2, TRL's `get_off_policy_mask`) drops a stale sequence whose advantage
+    is negative; for per-token advantages (SCOPE) the sign of the sequence's mean decides, so that the mask stays a
+    sequence mask instead of dropping some tokens of a rollout and keeping others.
+    """
+    if advantages.size(-1) == 1:
+        return advantages
+    tokens = mask.sum(-1, keepdim=True)
+    return torch.where(mask > 0, advantages, 0.0).sum(-1, keepdim=True) / tokens.clamp(min=1.0)
+
+
 @dataclass
 class PolicyBatch:
     """What the policy loss of one micro-batch needs, computed once by `SurrogateGRPOTrainer._policy_batch`.
@@ -134,7 +148,11 @@ class SurrogateGRPOTrainer(GRPOTrainer):
             # The sampler's own log-probs (vLLM) see both drift sources: optimizer steps and engine mismatch.
             sampling_logps = inputs.get("sampling_per_token_logps", old_per_token_logps)
             off_policy_mask = self.get_off_policy_mask(
-                advantages, per_token_logps, sampling_logps, mask, self.off_policy_mask_threshold
+                sequence_advantages(advantages, mask),
+                per_token_logps,
+                sampling_logps,
+                mask,
+                self.off_policy_mask_threshold,
             )
 
         log_ratio = per_token_logps - old_per_token_logps
@@ -239,6 +257,17 @@ class SurrogateGRPOTrainer(GRPOTrainer):
             metrics["kl"].append(self._global_masked_mean(batch.per_token_kl, batch.mask))
         metrics["entropy"].append(self._global_masked_mean(batch.entropies, batch.mask))
         metrics["policy_loss"].append(self.accelerator.gather(policy_loss).nanmean().item())
+
+    def _log_boundary_metrics(self, low: torch.Tensor, high: torch.Tensor, mask: torch.Tensor, mode: str) -> None:
+        """TRL's `clip_ratio/*` metrics from the LN / HP token masks (`scope_trl.losses.boundary_regions`): shares of
+        LN, HP and either among the `mask` tokens of every process, and the per-sequence extremes."""
+        metrics = self._metrics[mode]
+        low, high = low.float(), high.float()
+        metrics["clip_ratio/low_mean"].append(self._global_masked_mean(low, mask))
+        metrics["clip_ratio/high_mean"].append(self._global_masked_mean(high, mask))
+        metrics["clip_ratio/region_mean"].append(self._global_masked_mean(torch.maximum(low, high), mask))
+        metrics["clip_ratio/low_min"].append(self._gathered_sequence_extremes(low, mask)[0])
+        metrics["clip_ratio/high_max"].append(self._gathered_sequence_extremes(high, mask)[1])
 
     def _global_masked_mean(self, values: torch.Tensor, mask: torch.Tensor, empty: float = 0.0) -> float:
         """Mean of `values` over the masked entries of every process; `empty` when no process has any.

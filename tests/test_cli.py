@@ -22,7 +22,7 @@ def run_smoke_demo(tmp_path, monkeypatch, *flags):
         for key in ("avg@k", "pass@k"):
             assert 0.0 <= metrics[key] <= 1.0, (name, key, metrics[key])
         assert metrics["avg@k"] <= metrics["pass@k"]
-        assert len(metrics["correct_counts"]) == report["eval_problems"]
+        assert metrics["problems"] == report["eval_problems"]
     png = tmp_path / "demo_curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["plot"] == str(png)
@@ -32,9 +32,11 @@ def run_smoke_demo(tmp_path, monkeypatch, *flags):
 def test_demo_smoke_runs_scope_end_to_end(tmp_path, capsys, monkeypatch):
     report = run_smoke_demo(tmp_path, monkeypatch, "--distillation-advantage-clip", "1.0")
     out = capsys.readouterr().out
-    assert report["method"] == "scope" and report["steps"] == report["settings"]["max_steps"] == 4
+    assert report["method"] == "scope" and report["settings"]["max_steps"] == 4
+    assert max(entry["step"] for entry in report["log_history"]) == 4
     assert report["settings"]["distillation_advantage_clip"] == 1.0 and "distillation advantage clip 1" in out
     assert any("scope/teacher_kl" in entry for entry in report["log_history"])
+    assert report["task"].startswith("A: carries") and set(report["rl_prompts"]) >= {"candidates", "mixed"}
     assert "student before" in out and "student after" in out and "teacher_kl" in out
     assert str(tmp_path / "demo_report.json") in out and str(tmp_path / "demo_curves.png") in out
     assert out.index("student after") < out.index("report:") < out.index("plot:")  # results first, plot last
@@ -59,35 +61,29 @@ def test_demo_without_matplotlib_keeps_its_results(tmp_path, capsys, monkeypatch
 
 def test_demo_smoke_runs_dgpo(tmp_path, monkeypatch):
     report = run_smoke_demo(tmp_path, monkeypatch, "--method", "dgpo", "--max-steps", "8")
-    assert report["method"] == "dgpo" and report["steps"] == 8
+    assert report["method"] == "dgpo" and max(entry["step"] for entry in report["log_history"]) == 8
     assert any("clip_ratio/low_mean" in entry for entry in report["log_history"])  # DGPOTrainer's own metrics
     assert not any("scope/teacher_kl" in entry for entry in report["log_history"])
 
 
-def test_demo_distillation_advantage_clip_reaches_the_config(tmp_path):
-    """`--distillation-advantage-clip` sets SCOPEConfig's field; unset, it leaves a pre-bound default alone (the toy
-    table binds its `scope_clip1` row's value into the config class and must not see it replaced by None)."""
-    import functools
+def test_demo_distillation_advantage_clip_reaches_the_config(tmp_path, monkeypatch):
+    """`--distillation-advantage-clip` reaches SCOPEConfig's field; unset, the paper's method (None) runs."""
+    import scope_trl.miniatures.pipeline as pipeline
 
-    import scope_trl
-    from scope_trl.demo import DemoSettings, make_trainer, rl_dataset
-    from scope_trl.toy import build_toy_testbed
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    seen = []
+    original = pipeline.make_trainer
 
-    paths = build_toy_testbed(tmp_path / "models")
-    dataset = rl_dataset(8, seed=0, exclude=set())
+    def spy(row, *args, **kwargs):
+        trainer = original(row, *args, **kwargs)
+        seen.append(trainer.args.distillation_advantage_clip)
+        return trainer
 
-    def clip_of(settings):
-        trainer = make_trainer(settings, paths["student"], paths["teacher"], dataset, tmp_path, lambda *a: None)
-        return trainer.args.distillation_advantage_clip
-
-    assert clip_of(DemoSettings().smoke()) is None
-    assert clip_of(DemoSettings(distillation_advantage_clip=1.5).smoke()) == 1.5
-    saved = scope_trl.SCOPEConfig
-    scope_trl.SCOPEConfig = functools.partial(saved, distillation_advantage_clip=2.5)
-    try:
-        assert clip_of(DemoSettings().smoke()) == 2.5
-    finally:
-        scope_trl.SCOPEConfig = saved
+    monkeypatch.setattr(pipeline, "make_trainer", spy)
+    assert main(["demo", "--smoke", "--max-steps", "1", "--output-dir", str(tmp_path / "a")]) == 0
+    assert main(["demo", "--smoke", "--max-steps", "1", "--output-dir", str(tmp_path / "b"),
+                 "--distillation-advantage-clip", "1.5"]) == 0  # fmt: skip
+    assert seen == [None, 1.5]
 
 
 def test_demo_help_states_the_demo_defaults():

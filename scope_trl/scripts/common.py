@@ -58,6 +58,30 @@ class MathScriptArguments(ScriptArguments):
     )
 
 
+def import_from_launch_directory(dotted: str):
+    """The object `module.path.name` names, where the module may also sit in the launch directory.
+
+    The working directory is put on `sys.path` only while the import runs, so it cannot shadow other imports for the
+    rest of the process.
+    """
+    module_path, attribute = dotted.rsplit(".", 1)
+    directory = os.getcwd()
+    added = directory not in sys.path
+    if added:
+        sys.path.insert(0, directory)
+    try:
+        module = importlib.import_module(module_path)
+    finally:
+        if added:
+            sys.path.remove(directory)
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ValueError(
+            f"Reward function {dotted!r}: module {module_path!r} has no attribute {attribute!r}."
+        ) from None
+
+
 def reward_funcs_from_names(names: list[str]) -> list:
     """Resolve reward function names (ours) or dotted import paths (the user's) to callables."""
     from .. import rewards
@@ -68,9 +92,7 @@ def reward_funcs_from_names(names: list[str]) -> list:
         if name in registry:
             funcs.append(registry[name])
         elif "." in name:
-            module_path, func_name = name.rsplit(".", 1)
-            sys.path.insert(0, os.getcwd())  # so that a reward module next to the launch directory imports
-            funcs.append(getattr(importlib.import_module(module_path), func_name))
+            funcs.append(import_from_launch_directory(name))
         else:
             raise ValueError(
                 f"Unknown reward function {name!r}: use one of {sorted(registry)} or a dotted import path such as "

@@ -1,0 +1,252 @@
+"""The learning-quality miniatures: tasks, splits, verifiers, SFT data, evaluation, the RL rows, and the benchmark
+script's statistics, gates and smoke run (`benchmarks/miniatures.py`)."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from scope_trl.miniatures import rl as rl_module
+from scope_trl.miniatures.models import build_char_tokenizer
+from scope_trl.miniatures.rl import ROWS_BY_KEY, TeacherFreeControlTrainer, edge_prompts
+from scope_trl.miniatures.sampling import Evaluation
+from scope_trl.miniatures.tasks import CarryTask, CoverageTask, SliceTask, make_task, split_of
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "benchmarks", "miniatures.py")
+
+
+def miniatures_script():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    try:
+        import miniatures
+    finally:
+        sys.path.pop(0)
+    return miniatures
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Tasks
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_carry_scratchpad_by_hand():
+    # 478 + 356 = 834, least significant first: 8+6=14 -> "41", 7+5+1=13 -> "31", 4+3+1=8 -> "80".
+    assert CarryTask.scratchpad([8, 7, 4], [6, 5, 3]) == "413180"
+    assert CarryTask.scratchpad([8, 7, 4], [6, 5, 3], carries=False) == "402070"
+    task = CarryTask(columns=3)
+    prompt = CarryTask.prompt_of([8, 7, 4], [6, 5, 3])
+    assert prompt == "867543=" and task.operands(prompt) == ([8, 7, 4], [6, 5, 3])
+    assert task.is_correct(prompt, "413180") and task.is_correct(prompt, " 413180 ")
+    for wrong in ("413181", "41318", "4131800", "402070", "", "abc"):
+        assert not task.is_correct(prompt, wrong), wrong
+    assert task.max_completion_length == 10
+
+
+def test_splits_are_disjoint_deterministic_and_proportioned():
+    task = CarryTask()
+    splits = {split: task.problems(split, 300, seed=0) for split in ("train", "validation", "test")}
+    prompts = {split: {p.prompt for p in problems} for split, problems in splits.items()}
+    assert all(len(p) == 300 for p in prompts.values())  # distinct within a split
+    assert not (prompts["train"] & prompts["test"]) and not (prompts["validation"] & prompts["test"])
+    assert all(split_of(p) == split for split, ps in prompts.items() for p in ps)
+    assert [p.prompt for p in task.problems("test", 20, seed=0)] == [p.prompt for p in splits["test"][:20]]
+    shares = [split_of(str(i)) for i in range(20000)]
+    assert 0.08 < shares.count("test") / 20000 < 0.12 and 0.08 < shares.count("validation") / 20000 < 0.12
+    examples = task.sft_examples("student", 200, random.Random(0))
+    assert all(split_of(prompt) == "train" for prompt, _ in examples)
+
+
+def test_the_students_sft_rarely_carries():
+    task = CarryTask(student_carry_rate=0.05)
+    columns = {"teacher": [], "student": []}
+    for role in columns:
+        for prompt, completion in task.sft_examples(role, 400, random.Random(1)):
+            assert task.is_correct(prompt, completion)  # both roles are taught right answers
+            columns[role] += [int(c) for c in completion[1::2]]  # the carry digits
+    assert 0.40 < sum(columns["teacher"]) / len(columns["teacher"]) < 0.50  # uniform digits: 45% of columns carry
+    assert 0.03 < sum(columns["student"]) / len(columns["student"]) < 0.07
+
+
+def test_the_slice_teacher_is_taught_to_drop_carries_on_the_slice_only():
+    task = SliceTask()
+    problems = task.problems("train", 2000, seed=0)
+    share = sum(p.in_slice for p in problems) / len(problems)
+    assert 0.17 < share < 0.23 and all(p.in_slice == (p.prompt[0] in "01") for p in problems)
+    rng = random.Random(0)
+    for problem in problems[:300]:
+        teacher, student = task.sft_target(problem, "teacher", rng), task.sft_target(problem, "student", rng)
+        assert task.is_correct(problem.prompt, student)
+        carries = "1" in problem.answer[1::2]
+        assert task.is_correct(problem.prompt, teacher) == (not problem.in_slice or not carries)
+
+
+def test_coverage_accepts_every_valid_split_and_the_teacher_is_peaked():
+    task = CoverageTask(columns=3)
+    assert task.is_correct("250=", "110500") and task.is_correct("250=", "202300")
+    assert not task.is_correct("250=", "110501") and not task.is_correct("250=", "1105")
+    assert task.valid_answers("250=") == 3 * 6 * 1
+    rng = random.Random(0)
+    problem = task.problems("train", 1, seed=0)[0]
+    teacher = [task.sft_target(problem, "teacher", rng) for _ in range(500)]
+    student = [task.sft_target(problem, "student", rng) for _ in range(500)]
+    assert all(task.is_correct(problem.prompt, answer) for answer in teacher + student)
+    assert teacher.count(problem.answer) > 0.6 * 500  # the balanced split dominates
+    assert len(set(student)) > len(set(teacher))
+
+
+def test_unknown_task_and_bad_parameters():
+    with pytest.raises(ValueError, match="Unknown miniature task 'nope'; choose one of carry, slice, coverage"):
+        make_task("nope")
+    with pytest.raises(ValueError, match="student_carry_rate must be in"):
+        CarryTask(student_carry_rate=1.5)
+
+
+def test_char_tokenizer_is_one_token_per_character():
+    tokenizer = build_char_tokenizer()
+    ids = tokenizer("12345678+=", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 10 and tokenizer.decode(ids) == "12345678+="
+    assert tokenizer.decode(ids + [tokenizer.eos_token_id], skip_special_tokens=True) == "12345678+="
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Evaluation and RL prompts
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_evaluation_summary_by_hand():
+    result = Evaluation(k=2, correct_counts=[2, 1, 0, 0], distinct_correct=[1, 1, 0, 0], in_slice=[1, 1, 0, 0])
+    summary = result.summary()
+    assert summary["avg@k"] == pytest.approx(3 / 8) and summary["pass@k"] == pytest.approx(2 / 4)
+    # Pass@1 with n = 2: c = 2 -> 1, c = 1 -> 1/2.
+    assert summary["pass_curve"] == pytest.approx([1.5 / 4, 2 / 4])
+    assert summary["distinct_correct"] == pytest.approx(0.5)
+    assert summary["slice"]["avg@k"] == pytest.approx(3 / 4) and summary["rest"]["avg@k"] == 0.0
+
+
+def test_edge_prompts_keep_mixed_problems_and_fill_when_none_exist(monkeypatch):
+    task = CarryTask(columns=2)
+
+    def fake_samples(model, tokenizer, prompts, k, max_new_tokens, seed, batch=256):
+        # A problem whose first digit is even gets one right answer among k; odd ones get none.
+        out = []
+        for prompt in prompts:
+            right = CarryTask.scratchpad(*task.operands(prompt))
+            out.append([right] + ["x"] * (k - 1) if int(prompt[0]) % 2 == 0 else ["x"] * k)
+        return out
+
+    monkeypatch.setattr(rl_module, "sample_completions", fake_samples)
+    kept, stats = edge_prompts(None, None, task, 20, seed=0)
+    assert len(kept) == 20 and all(int(p.prompt[0]) % 2 == 0 for p in kept)
+    assert stats["mixed"] == 20 and stats["filled"] == 0 and stats["all_wrong"] > 0
+    monkeypatch.setattr(rl_module, "sample_completions", lambda m, t, prompts, k, *a, **kw: [["x"] * k] * len(prompts))
+    kept, stats = edge_prompts(None, None, task, 5, seed=0, max_candidates=30)
+    assert len(kept) == 5 and stats == {"candidates": 30, "all_correct": 0, "all_wrong": 30, "mixed": 0, "filled": 5}
+
+
+def test_teacher_free_control_gives_incorrect_rollouts_a_fixed_negative_advantage(student_path, tmp_path):
+    from scope_trl import SCOPEConfig
+    from scope_trl.scope_trainer import CORRECT, INCORRECT
+    from scope_trl.toy import contains_digit_reward, make_arithmetic_dataset
+
+    from .helpers import tiny_args
+    from .test_scope_trainer import record_generation_batches
+
+    args = tiny_args(tmp_path, SCOPEConfig, steps_per_generation=None, use_teacher_weights=False, max_steps=2,
+                     per_device_train_batch_size=16)  # fmt: skip
+    trainer = TeacherFreeControlTrainer(
+        student_path, contains_digit_reward, args=args, train_dataset=make_arithmetic_dataset(32),
+        teacher_model=student_path,
+    )  # fmt: skip
+    calls = []
+    trainer.teacher_model.register_forward_pre_hook(lambda *a: calls.append(1))
+    batches = record_generation_batches(trainer)
+    trainer.train()
+    assert not calls  # the teacher is never asked
+    for batch in batches:
+        out = batch["out"]
+        incorrect, correct = out["scope_path"] == INCORRECT, out["scope_path"] == CORRECT
+        assert incorrect.any() and correct.any()
+        assert (out["advantages"][incorrect] == -1.0).all()
+        torch.testing.assert_close(out["advantages"][correct], out["scope_weight"][correct, None].expand(-1, 8))
+
+
+def test_rows_cover_the_issue_and_share_the_budget():
+    for key in ("student", "grpo", "opd", "scope", "scope_no_weights", "scope_dgpo", "dgpo", "control"):
+        assert key in ROWS_BY_KEY
+    assert ROWS_BY_KEY["opd"].config == {"routing": False}
+    assert ROWS_BY_KEY["cispo@8"].config["loss_type"] == "cispo" and ROWS_BY_KEY["cispo@8"].steps_per_generation == 8
+    assert ROWS_BY_KEY["dgpo"].steps_per_generation == 4 and ROWS_BY_KEY["grpo"].steps_per_generation == 1
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The benchmark script
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_paired_statistics_match_scipy_by_hand():
+    paired = miniatures_script().paired
+    # d = (0.02, 0.03, 0.04): mean 0.03, std 0.01, t = 0.03 / (0.01 / sqrt 3) = 5.196, two-sided p with 2 dof = 0.0351.
+    result = paired([0.22, 0.33, 0.14], [0.20, 0.30, 0.10])
+    assert result["mean"] == pytest.approx(0.03) and result["std"] == pytest.approx(0.01)
+    assert result["p"] == pytest.approx(0.0351, abs=2e-4) and result["n"] == 3
+    # The same mean with disagreeing seeds is far from significant.
+    assert paired([0.30, 0.26, 0.13], [0.20, 0.30, 0.10])["p"] > 0.3
+
+
+def synthetic_record(task, teacher, student, rl):
+    def summaries(values):
+        return {str(s): {"summary": {"avg@k": v, "pass@k": v}, "curves": {}} for s, v in enumerate(values)}
+
+    runs = {"student": summaries(student), "grpo": summaries(rl)}
+    teachers = {str(s): {"avg@k": teacher, "rest": {"avg@k": teacher}} for s in range(len(student))}
+    return {"task": task, "runs": runs, "teacher": teachers}
+
+
+def test_validity_gates():
+    gates = miniatures_script().gates
+    passing = gates({"carry": synthetic_record("carry", 0.95, [0.2, 0.3, 0.25], [0.3, 0.41, 0.36])})
+    assert [g["passed"] for g in passing] == [True, True, True]
+    failing = gates({"carry": synthetic_record("carry", 0.85, [0.2, 0.3, 0.25], [0.2, 0.3, 0.26])})
+    assert [g["passed"] for g in failing] == [False, False, False]
+
+
+def test_a_failed_gate_makes_the_script_exit_nonzero(monkeypatch, tmp_path, capsys):
+    miniatures = miniatures_script()
+    record = synthetic_record("carry", 0.5, [0.2, 0.3], [0.2, 0.3])
+    record |= {"title": "A", "selection": {}}
+    monkeypatch.setattr(miniatures, "run_suite", lambda name, args, budget, log: record)
+    monkeypatch.setattr(miniatures, "plot_curves", lambda *a: None)
+    assert miniatures.main(["--tasks", "carry", "--output-dir", str(tmp_path)]) == 1
+    assert "FAIL 1. capacity" in capsys.readouterr().out
+    assert "FAIL" in (tmp_path / "miniature_carry.md").read_text()
+
+
+def test_smoke_run_writes_every_task_and_resumes(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, SCRIPT, "--smoke", "--output-dir", str(tmp_path / "out"), "--cache-dir",
+               str(tmp_path / "cache")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Validity gates" in result.stdout and "smoke run: the gates are reported, not enforced" in result.stdout
+    for task in ("carry", "slice", "coverage", "offpolicy"):
+        record = json.loads((tmp_path / "out" / f"miniature_{task}.json").read_text())
+        rows = miniatures_script().SUITES[task].rows
+        assert set(record["runs"]) == set(rows) and all(set(runs) == {"0"} for runs in record["runs"].values())
+        assert record["gates"] and record["regime_search"] and (tmp_path / "out" / f"miniature_{task}.md").exists()
+    slice_record = json.loads((tmp_path / "out" / "miniature_slice.json").read_text())
+    assert {"slice", "rest"} <= set(slice_record["runs"]["scope"]["0"]["summary"])
+    coverage = (tmp_path / "out" / "miniature_coverage.md").read_text()
+    assert "Pass@j for j = 1..4" in coverage and "distinct correct" in coverage
+    assert "boundary tokens" in (tmp_path / "out" / "miniature_offpolicy.md").read_text()
+    before = (tmp_path / "out" / "miniature_carry.json").read_text()
+    resumed = subprocess.run(command + ["--resume", "--tasks", "carry"], capture_output=True, text=True, timeout=900,
+                             env=env)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "[seed 0] GRPO" not in resumed.stdout  # nothing ran again
+    assert json.loads(before)["runs"] == json.loads((tmp_path / "out" / "miniature_carry.json").read_text())["runs"]
