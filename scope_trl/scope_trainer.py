@@ -41,17 +41,19 @@ class SCOPETrainer(SurrogateGRPOTrainer):
     - w^tea favours low teacher perplexity, w^stu high student perplexity, each normalised within the prompt group's
       subset (`scope_trl.weights.dual_path_weights`).
 
-    Rollouts whose verifier returned `None` are excluded from both paths. The reward is used only to route (no GRPO
+    Rollouts whose verifier returned `None`, that have no loss token (truncated under `mask_truncated_completions`,
+    empty, fully tool-masked) or whose teacher score is not finite (`nonfinite_teacher_scores`) are excluded from both
+    paths: no term, weight subset, count or metric sees them. The reward is used only to route (no GRPO
     advantage unless `outcome_advantage_coef > 0`). Everything else of GRPO (generation with transformers or vLLM,
     batching, logging, checkpoints, PEFT, DeepSpeed) is unchanged.
 
     Args:
         model, reward_funcs, args, **kwargs: as for [`~trl.GRPOTrainer`]; `args` must be a [`SCOPEConfig`].
         teacher_model (`str` or [`~transformers.PreTrainedModel`], *optional*):
-            The teacher, as a name or path (loaded with `args.teacher_model_init_kwargs`, default dtype the student's)
-            or as a model instance. Defaults to `args.teacher_model_name_or_path`. It must share the student's
-            tokenizer. It is frozen, kept in eval mode, never saved in checkpoints, sharded under ZeRO-3 and replicated
-            otherwise.
+            The teacher, as a name or path (loaded with `args.teacher_model_init_kwargs`, by default in the training
+            precision) or as a model instance. Defaults to `args.teacher_model_name_or_path`. It must share the
+            student's tokenizer. It is frozen, kept in eval mode, never saved in checkpoints (only recorded in
+            `scope_teacher.json`), sharded under ZeRO-3 and replicated otherwise.
 
     Implementation notes (decisions where the paper is silent, see `shared/docs/scope_method.md` §13):
 
@@ -61,6 +63,11 @@ class SCOPETrainer(SurrogateGRPOTrainer):
     - The teacher scores only the rollouts that need a teacher signal (the incorrect ones; all of them with
       `routing=False`). Under DeepSpeed ZeRO-3 every process makes the same number of teacher forward calls (padded with
       copies of a local row), since each call is a collective.
+    - `off_policy_mask_threshold` drops a stale rollout whole when the mean of its per-token advantages is negative
+      (a distillation rollout the teacher finds less likely than the student does); MLE-path rollouts are kept.
+    - The teacher loads in the training precision (bf16 / fp16) unless `teacher_model_init_kwargs` sets `dtype`;
+      `scope_teacher.json` in every checkpoint records it, and resuming with another teacher is an error unless
+      `allow_teacher_change=True`.
     - With vLLM and `vllm_importance_sampling_correction=True`, TRL's importance-sampling ratio multiplies the per-token
       loss of both paths, as it does in GRPO; the official SCOPE run has no such correction (set it to False to match).
     """
