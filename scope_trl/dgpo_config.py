@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from .aggregation import AGGREGATIONS
+from .guards import GuardConfigMixin
 from .losses import check_dgpo_exponents, check_trust_region
 
 
 @dataclass
-class DGPOConfig(GRPOConfig):
+class DGPOConfig(GRPOConfig, GuardConfigMixin):
     r"""
     Configuration class for the [`DGPOTrainer`].
 
@@ -66,6 +67,7 @@ class DGPOConfig(GRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_nonfinite_updates()
 
         check_dgpo_exponents(self.dgpo_n, self.dgpo_m)
         check_trust_region(self.epsilon, self.epsilon if self.epsilon_high is None else self.epsilon_high)

@@ -8,6 +8,7 @@ from typing import Any
 
 from trl import GRPOConfig
 
+from .guards import GuardConfigMixin
 from .losses import check_dgpo_exponents, check_trust_region
 from .weights import DIRECTIONS, NORMALIZATIONS
 
@@ -18,7 +19,7 @@ NONFINITE_TEACHER_POLICIES = ("exclude", "error")
 
 
 @dataclass
-class SCOPEConfig(GRPOConfig):
+class SCOPEConfig(GRPOConfig, GuardConfigMixin):
     r"""
     Configuration class for the [`SCOPETrainer`].
 
@@ -254,6 +255,7 @@ class SCOPEConfig(GRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_nonfinite_updates()
 
         def require(condition: bool, message: str) -> None:
             if not condition:

@@ -21,13 +21,16 @@ same order, whatever the data (ZeRO-3 and DDP deadlock otherwise).
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 
 import torch
 from trl import GRPOTrainer
-from trl.trainer.utils import nanmax, nanmin
+from trl.trainer.utils import is_async_callable, nanmax, nanmin
 
 from .aggregation import aggregate_token_loss
+from .guards import NonFiniteUpdateError, checked_reward_function
 from .losses import LOG_RATIO_CLAMP
 
 
@@ -80,6 +83,25 @@ class SurrogateGRPOTrainer(GRPOTrainer):
     `importance_sampling_ratio` when `vllm_importance_sampling_correction=True`.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.args.nonfinite_updates == "skip" and self.is_deepspeed_enabled:
+            raise ValueError(
+                "nonfinite_updates='skip' is not supported under DeepSpeed: its engine applies the update inside "
+                "backward, before a step could be dropped (DeepSpeed skips fp16 overflow steps itself). Use "
+                "nonfinite_updates='error', which stops the run at the first non-finite loss or gradient norm."
+            )
+        self._nonfinite_loss = None  # device flag over the micro-batches of the current optimizer step (no sync)
+        self._skip_optimizer_step = False
+        self._skipped_steps = 0
+        # Failing user reward functions name themselves and a completion (model rewards and async ones are TRL's).
+        self.reward_funcs = [
+            func
+            if isinstance(func, torch.nn.Module) or is_async_callable(func)
+            else checked_reward_function(func, name)
+            for func, name in zip(self.reward_funcs, self.reward_func_names, strict=True)
+        ]
+
     # ---------------------------------------------------------------------------------------------------------------
     # The loss
     # ---------------------------------------------------------------------------------------------------------------
@@ -91,7 +113,68 @@ class SurrogateGRPOTrainer(GRPOTrainer):
         loss, policy_loss = self._aggregate(per_token_loss, batch, inputs)
         loss = self._add_regularizers(loss, batch)
         self._log_policy_metrics(batch, policy_loss)
+        if batch.training:
+            bad = ~torch.isfinite(loss.detach())
+            self._nonfinite_loss = bad if self._nonfinite_loss is None else self._nonfinite_loss | bad
         return loss
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Non-finite updates never reach the weights silently (`nonfinite_updates`, scope_trl.guards)
+    # ---------------------------------------------------------------------------------------------------------------
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if getattr(optimizer.step, "_nonfinite_guard", False):
+            return optimizer
+        step = optimizer.step
+
+        @functools.wraps(step)
+        def guarded_step(*args, **kwargs):
+            if self._skip_optimizer_step:  # decided by `_get_grad_norm`, just before this call, on every process
+                self._skip_optimizer_step = False
+                return None
+            return step(*args, **kwargs)
+
+        guarded_step._nonfinite_guard = True
+        optimizer.step = guarded_step
+        return optimizer
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # transformers calls this once per optimizer step, after clipping and right before `optimizer.step()`.
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        self._check_update(grad_norm)
+        return grad_norm
+
+    def _check_update(self, grad_norm) -> None:
+        """Raise, or mark the coming optimizer step as skipped, when this step's loss or gradient norm is not finite.
+
+        One host sync per optimizer step; the decision is reduced over processes so that every process skips (or
+        raises) together.
+        """
+        device = self.accelerator.device
+        loss_flag = self._nonfinite_loss if self._nonfinite_loss is not None else torch.tensor(False, device=device)
+        self._nonfinite_loss = None
+        norm = torch.as_tensor(0.0 if grad_norm is None else grad_norm, device=device, dtype=torch.float32)
+        flags = torch.stack([loss_flag.float().to(device), (~torch.isfinite(norm)).float()])
+        loss_bad, norm_bad = (self.accelerator.reduce(flags, reduction="sum") > 0).tolist()
+        if not (loss_bad or norm_bad):
+            self._metrics["train"]["nonfinite/skipped_steps"].append(self._skipped_steps)
+            return
+        what = {(True, True): "loss and the gradient norm are", (True, False): "loss is"}.get(
+            (loss_bad, norm_bad), "gradient norm is"
+        )
+        where = f"{self._name} (scope-trl), optimizer step {self.state.global_step + 1}"
+        if self.args.nonfinite_updates == "error":
+            raise NonFiniteUpdateError(
+                f"{where}: the {what} not finite (grad norm {float(norm):g}); the update was not applied. Common "
+                "causes: a learning rate too high, a reward or teacher score that is NaN/inf, fp16 overflow. Resume "
+                "from the last checkpoint with a lower learning rate, or set nonfinite_updates='skip' to drop such "
+                "steps and keep training."
+            )
+        self._skip_optimizer_step = True
+        self._skipped_steps += 1
+        self._metrics["train"]["nonfinite/skipped_steps"].append(self._skipped_steps)
+        warnings.warn(f"{where}: the {what} not finite; this update is skipped (nonfinite_updates='skip').")
 
     def _accumulation_steps(self, training: bool) -> int:
         """Micro-batches per optimizer step (Trainer sets the attribute once training starts; eval never accumulates)."""
