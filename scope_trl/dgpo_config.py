@@ -47,6 +47,12 @@ class DGPOConfig(GRPOConfig, GuardConfigMixin):
             Right-boundary root order m (`dgpo_m` in the official code). On HP tokens (positive advantage, ratio above
             `1 + epsilon_high`) the weight decays as ((1 + epsilon_high) / r)^(1/m). `1` is GPPO's constant right
             branch; larger values decay more slowly ("more exploration"). Must be >= 1.
+        > Parameters that control the guards
+
+        nonfinite_updates (`str`, *optional*, defaults to `"error"`):
+            A NaN or infinite loss or gradient norm at an optimizer step: `"error"` raises `NonFiniteUpdateError`
+            before the update (the weights stay as they were); `"skip"` drops that update, counts it in
+            `nonfinite/skipped_steps` and keeps training (not supported under DeepSpeed). See `scope_trl.guards`.
     """
 
     dgpo_n: float = field(

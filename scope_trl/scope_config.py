@@ -113,6 +113,12 @@ class SCOPEConfig(GRPOConfig, GuardConfigMixin):
             teacher weight multiplies it. A near-deterministic teacher gives the student's wrong tokens log-probs of
             −10 to −15, so a few tokens dominate the update (`scope_method.md` §13.11); verl offers similar clamps.
             `None` (default) leaves the paper's method unchanged.
+        > Parameters that control the guards
+
+        nonfinite_updates (`str`, *optional*, defaults to `"error"`):
+            A NaN or infinite loss or gradient norm at an optimizer step: `"error"` raises `NonFiniteUpdateError`
+            before the update (the weights stay as they were); `"skip"` drops that update, counts it in
+            `nonfinite/skipped_steps` and keeps training (not supported under DeepSpeed). See `scope_trl.guards`.
     """
 
     _VALID_DICT_FIELDS = GRPOConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]
