@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -417,17 +416,19 @@ def plot_curves(name: str, record: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
         for row_key, runs in record["runs"].items():
-            curves = [r["curves"][key] for r in runs.values() if key in r["curves"]]
-            if not curves:
+            by_step: dict[int, list[float]] = {}
+            for run in runs.values():
+                curves = run["curves"]
+                for step, value in zip(curves.get("step", []), curves.get(key, [])):
+                    if value is not None:
+                        by_step.setdefault(step, []).append(value)
+            if not by_step:
                 continue
-            length = min(map(len, curves))
-            mean = [statistics.fmean(c[i] for c in curves if c[i] is not None) if any(c[i] is not None for c in curves)
-                    else math.nan for i in range(length)]  # fmt: skip
-            window = 10  # a moving average: single steps are 128 rollouts and noisy
-            smooth = [statistics.fmean(v for v in mean[max(0, i - window + 1) : i + 1] if not math.isnan(v))
-                      if any(not math.isnan(v) for v in mean[max(0, i - window + 1) : i + 1]) else math.nan
-                      for i in range(length)]  # fmt: skip
-            ax.plot(range(1, length + 1), smooth, label=row(row_key).label)
+            steps = sorted(by_step)
+            means = [statistics.fmean(by_step[step]) for step in steps]
+            window = 10  # a moving average over logged points: single steps are 128 rollouts and noisy
+            smooth = [statistics.fmean(means[max(0, i - window + 1) : i + 1]) for i in range(len(means))]
+            ax.plot(steps, smooth, label=row(row_key).label)
         ax.set_title(title)
         ax.set_xlabel("optimizer step")
     axes[0][0].legend(fontsize=7)

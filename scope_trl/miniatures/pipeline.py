@@ -127,8 +127,8 @@ def run_row(
 ) -> dict:
     """Train `row` from the student (no RL for the `student` row) and evaluate the result on `eval_problems`.
 
-    Returns `{"summary": Evaluation.summary(), "curves": {key: [per step]}, "rl_seconds": float, "log_history":
-    [TRL's log entries]}`.
+    Returns `{"summary": Evaluation.summary(), "curves": {"step": [optimizer steps], key: [value or None per step]},
+    "rl_seconds": float, "log_history": [TRL's log entries]}`.
     """
     from transformers import AutoModelForCausalLM
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -156,9 +156,12 @@ def run_row(
             trainer.train()
         model = trainer.model
         history = trainer.state.log_history
-        steps = [entry for entry in history if "reward" in entry]
+        # One entry per logged optimizer step. TRL logs the reward only on steps that generate (every
+        # steps_per_generation-th), the clip shares on every step: keep the step numbers to align them.
+        steps = [entry for entry in history if "loss" in entry and "step" in entry]
         curves = {key: [entry.get(key) for entry in steps] for key in CURVE_KEYS}
         curves = {key: values for key, values in curves.items() if any(v is not None for v in values)}
+        curves["step"] = [entry["step"] for entry in steps]
     rl_seconds = time.time() - start
     result: Evaluation = evaluate(model, tokenizer, task, eval_problems, k, seed=eval_seed)
     return {"summary": result.summary(), "curves": curves, "rl_seconds": rl_seconds, "log_history": history}
