@@ -319,7 +319,7 @@ def table(name: str, record: dict, k: int) -> str:
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     boundary = name == "offpolicy"
     if boundary:  # the share of tokens beyond the trust region, where the surrogates differ
-        lines[2] = lines[2][:-1] + " boundary tokens | CISPO-clipped tokens |"
+        lines[2] += " boundary tokens | CISPO-clipped tokens |"
         lines[3] += "---|---|"
     for key in rows:
         runs = record["runs"][key]

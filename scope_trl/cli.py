@@ -84,9 +84,16 @@ def run_training(command: str, argv: list[str]) -> int:
             f"{', '.join(sorted(p.stem for p in ACCELERATE_CONFIG_DIR.glob('*.yaml')))}), optionally --num_processes, "
             "--num_machines, --machine_rank, --main_process_ip and --main_process_port."
         )
-        script_args, training_args, model_args = parser.parse_args_and_config(args=script_argv)[:3]
+        from .scripts.common import parse_script_arguments
+
+        script_args, training_args, model_args = parse_script_arguments(parser, script_argv)
         module.main(script_args, training_args, model_args)
         return 0
+    if "--config" in script_argv[:-1]:  # once here rather than in every launched process
+        from .scripts.common import check_config_keys
+
+        parser = importlib.import_module(module_name).make_parser(prog=f"scope-trl {command}")
+        check_config_keys(script_argv[script_argv.index("--config") + 1], parser)
     config = accelerate_config_path(launch["--accelerate_config"])
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
     for option in LAUNCH_OPTIONS[1:]:
@@ -156,15 +163,20 @@ def _eval(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .checks import check_model_reference, explain_load_failure
     from .evaluation import evaluate, load_benchmarks
 
+    check_model_reference(args.model, "model", "--model")
     benchmarks = load_benchmarks(args.benchmarks, data_dir=args.data_dir, limit=args.limit)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     if args.backend == "vllm":
         model = args.model  # vLLM loads the weights itself
     else:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto").to(device)
+        try:  # safetensors only: a pickled checkpoint could run code on load
+            model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto", use_safetensors=True).to(device)
+        except OSError as error:
+            raise explain_load_failure(error, args.model, "model", "--model", "use_safetensors") from error
     result = evaluate(
         model,
         tokenizer,
@@ -230,7 +242,7 @@ def make_parser() -> argparse.ArgumentParser:
     demo.add_argument("--student-sft-steps", type=int, default=None, help="student SFT steps (default: 1000)")
     demo.add_argument("--eval-problems", type=int, default=None, help="test problems (default: 500)")
     demo.add_argument("-k", type=int, default=None, help="samples per problem for Avg@k / Pass@k (default: 8)")
-    demo.add_argument("--learning-rate", type=float, default=None, help="RL peak learning rate (default: 1e-3)")
+    demo.add_argument("--learning-rate", type=float, default=None, help="RL peak learning rate (default: 3e-3)")
     demo.add_argument("--num-generations", type=int, default=None, help="completions per prompt (default: 8)")
     demo.add_argument("--prompts-per-step", type=int, default=None, help="prompts per RL step (default: 16)")
     demo.add_argument(

@@ -23,7 +23,7 @@ reward, `scope/teacher_kl`, route shares; needs the `plot` extra, and is skipped
 the report and the result table come first, so a failing plot loses nothing) and the SFT'd models. `--smoke` runs the
 same pipeline with tiny budgets (the tests use it). The demo reports whatever it measures rather than being tuned to
 show a gain; how SCOPE, its ablations and the baselines compare on this and other tasks over seeds is measured by
-`benchmarks/miniatures.py` (README, Benchmarks).
+`benchmarks/miniatures.py` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class DemoSettings:
     teacher_sft_steps: int = 1500
     student_sft_steps: int = 1000
     # The rate `benchmarks/miniatures.py` chose for SCOPE on task A from its grid, on validation problems.
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     num_generations: int = 8
     prompts_per_step: int = 16
     rl_prompts: int = 1600

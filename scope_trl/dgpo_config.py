@@ -12,7 +12,7 @@ from .losses import check_dgpo_exponents, check_trust_region
 
 
 @dataclass
-class DGPOConfig(GRPOConfig, GuardConfigMixin):
+class DGPOConfig(GuardConfigMixin, GRPOConfig):
     r"""
     Configuration class for the [`DGPOTrainer`].
 

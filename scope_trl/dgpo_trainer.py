@@ -47,7 +47,9 @@ class DGPOTrainer(SurrogateGRPOTrainer):
     `None` when the region is empty) and `policy_loss` (always).
     """
 
-    _tag_names = ["trl", "grpo", "dgpo", "scope-trl"]
+    # "DGPO" also names Direct Group Preference Optimization and Distribution-Guided Policy Optimization: the Hub tags
+    # name this one by its soft clip and its paper, never by the bare acronym.
+    _tag_names = ["trl", "grpo", "dgpo-softclip", "arxiv:2603.14389", "scope-trl"]
     _name = "DGPO"
     _paper = {
         "title": "From log π to π: Taming Divergence in Soft Clipping via Bilateral Decoupled Decay of Probability "

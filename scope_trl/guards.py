@@ -25,7 +25,9 @@ NONFINITE_UPDATE_POLICIES = ("error", "skip")
 
 @dataclass
 class GuardConfigMixin:
-    """The guard's config field, shared by `DGPOConfig` and `SCOPEConfig` (mixed in after `GRPOConfig`)."""
+    """The guard's config field, shared by `DGPOConfig` and `SCOPEConfig`. Listed before `GRPOConfig` among their bases,
+    so that dataclass ordering puts its field after GRPOConfig's and `output_dir` stays the first positional argument
+    (`SCOPEConfig("out")`), as in every TRL config."""
 
     nonfinite_updates: str = field(
         default="error",
@@ -66,7 +68,7 @@ def checked_reward_function(func: Callable, name: str) -> Callable:
     """`func` with its failures turned into `RewardFunctionError`s that name it and show a completion.
 
     Values may be real numbers (`bool` and numpy scalars included) or None; NaN is allowed and means "no verdict", as
-    None does (see the README's reliability section for what each trainer does with it).
+    None does (docs/reliability.md says what each trainer does with it).
     """
 
     @wraps(func)

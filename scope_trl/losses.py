@@ -61,14 +61,18 @@ def check_trust_region(epsilon_low: float, epsilon_high: float) -> None:
 
 def check_dgpo_exponents(n: float, m: float) -> None:
     """Raise a `ValueError` unless n (`dgpo_n`) is finite and >= 0 and m (`dgpo_m`) is finite and >= 1."""
-    if not (math.isfinite(n) and n >= 0):
+
+    def is_number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not (is_number(n) and math.isfinite(n) and n >= 0):
         raise ValueError(
-            f"dgpo_n must be a finite number >= 0 (0 disables the left-boundary decay), got {n}. "
+            f"dgpo_n must be a finite number >= 0 (0 disables the left-boundary decay), got {n!r}. "
             "The DGPO paper suggests 1 (default) or 2."
         )
-    if not (math.isfinite(m) and m >= 1):
+    if not (is_number(m) and math.isfinite(m) and m >= 1):
         raise ValueError(
-            f"dgpo_m must be a finite number >= 1 (1 gives GPPO's constant right branch), got {m}. "
+            f"dgpo_m must be a finite number >= 1 (1 gives GPPO's constant right branch), got {m!r}. "
             "The DGPO paper suggests 2 (default) or 3."
         )
 

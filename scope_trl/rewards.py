@@ -30,6 +30,9 @@ small pool of persistent worker *processes* (`GraderPool`) instead:
   worker alive), and the parent kills a worker that has not answered `timeout + grace` seconds after the request was
   sent (the hard bound, which also covers code that ignores signals, such as a long C-level big-integer operation).
   A timed-out or crashed grading counts as 0.0 and the worker is restarted;
+* each worker's address space is capped at `WORKER_MEMORY_BYTES` (`RLIMIT_AS`), so an answer whose evaluation would
+  allocate gigabytes (`2^{2^{40}}`) fails with a MemoryError (0.0) instead of swapping the machine or waking the
+  out-of-memory killer in the trainer's process;
 * the parent only waits on pipes (`selectors`), so `accuracy_reward` behaves the same from the main thread, a
   `threading.Thread`, or an asyncio executor; calls from several threads are serialised by a lock;
 * workers are started with `subprocess` as `python -c <bootstrap>` that loads *this file* by path: no `fork` of a
@@ -70,6 +73,8 @@ from typing import NamedTuple
 DEFAULT_TIMEOUT_SECONDS = 5.0
 # Extra time the parent grants a worker beyond the soft timeout before killing it.
 KILL_GRACE_SECONDS = 1.0
+# Address-space cap of a grading worker: about 20x what one uses (60 MB measured after importing math-verify).
+WORKER_MEMORY_BYTES = 1 << 30
 # A boxed answer (or reference) longer than this is not a final answer; it is rejected before parsing.
 MAX_ANSWER_CHARS = 1000
 # Deeper nesting of {, ( and [ in a boxed answer is rejected before parsing: latex2sympy's time grows about 1.8x per
@@ -363,6 +368,11 @@ def _serve() -> None:
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything a library prints goes to stderr and cannot corrupt the protocol
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent; a worker exits when its stdin closes
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = WORKER_MEMORY_BYTES if hard == resource.RLIM_INFINITY else min(WORKER_MEMORY_BYTES, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     for name in ("math_verify", "latex2sympy2_extended"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # timeouts are reported through the Verdict instead
     import math_verify  # noqa: F401 - import before announcing readiness, so start-up is not charged to a request

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ NONFINITE_TEACHER_POLICIES = ("exclude", "error")
 
 
 @dataclass
-class SCOPEConfig(GRPOConfig, GuardConfigMixin):
+class SCOPEConfig(GuardConfigMixin, GRPOConfig):
     r"""
     Configuration class for the [`SCOPETrainer`].
 
@@ -260,6 +261,15 @@ class SCOPEConfig(GRPOConfig, GuardConfigMixin):
     )
 
     def __post_init__(self):
+        # Parsed here, before TrainingArguments' own JSON parsing of dict fields, whose error would not name the field.
+        if isinstance(self.teacher_model_init_kwargs, str):
+            try:
+                self.teacher_model_init_kwargs = json.loads(self.teacher_model_init_kwargs)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f'teacher_model_init_kwargs must be a JSON object, e.g. \'{{"dtype": "bfloat16"}}\', got '
+                    f"{self.teacher_model_init_kwargs!r} ({error})."
+                ) from None
         super().__post_init__()
         self.check_nonfinite_updates()
 
@@ -275,6 +285,21 @@ class SCOPEConfig(GRPOConfig, GuardConfigMixin):
             value = getattr(self, name)
             require(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}.")
 
+        for name in ("teacher_model_name_or_path", "teacher_model_revision"):
+            value = getattr(self, name)
+            require(value is None or (isinstance(value, str) and value.strip() != ""),
+                    f"{name} must be None or a non-empty string, got {value!r}.")  # fmt: skip
+        require(self.teacher_model_init_kwargs is None or isinstance(self.teacher_model_init_kwargs, dict),
+                f"teacher_model_init_kwargs must be None or a dict of `from_pretrained` keyword arguments, got "
+                f"{self.teacher_model_init_kwargs!r}.")  # fmt: skip
+        for name in ("routing", "use_student_weights", "use_teacher_weights", "allow_teacher_change"):
+            value = getattr(self, name)
+            require(isinstance(value, bool), f"{name} must be True or False, got {value!r}.")
+        for name in ("teacher_temperature", "scope_tau", "correctness_threshold", "mle_coef", "opd_coef",
+                     "outcome_advantage_coef", "dgpo_n", "dgpo_m"):  # fmt: skip
+            value = getattr(self, name)
+            require(isinstance(value, (int, float)) and not isinstance(value, bool),
+                    f"{name} must be a number, got {type(value).__name__} {value!r}.")  # fmt: skip
         require(
             math.isfinite(self.teacher_temperature) and self.teacher_temperature > 0,
             f"teacher_temperature must be > 0, got {self.teacher_temperature}.",

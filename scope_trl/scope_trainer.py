@@ -16,6 +16,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path, get_config_model_id
 
 from .aggregation import global_token_normalizer
+from .checks import check_model_reference, explain_load_failure, prefer_safetensors
 from .losses import boundary_regions, dgpo_terms, ppo_clip_loss
 from .scope_config import SCOPEConfig
 from .surrogate_trainer import PolicyBatch, SurrogateGRPOTrainer
@@ -72,7 +73,7 @@ class SCOPETrainer(SurrogateGRPOTrainer):
       loss of both paths, as it does in GRPO; the official SCOPE run has no such correction (set it to False to match).
     """
 
-    _tag_names = ["trl", "grpo", "scope", "distillation", "scope-trl"]
+    _tag_names = ["trl", "grpo", "scope", "distillation", "arxiv:2604.10688", "scope-trl"]
     _name = "SCOPE"
     _paper = {
         "title": "SCOPE: Signal-Calibrated On-Policy Distillation Enhancement with Dual-Path Adaptive Weighting",
@@ -110,6 +111,8 @@ class SCOPETrainer(SurrogateGRPOTrainer):
                 "`teacher_model_name_or_path` in the SCOPEConfig."
             )
         self._refuse_multimodal(kwargs.get("processing_class"))  # before loading anything, when it is given
+        if isinstance(teacher, str):
+            check_model_reference(teacher, "teacher", "teacher_model / teacher_model_name_or_path")
         super().__init__(model, reward_funcs, args=args, **kwargs)
         self._refuse_multimodal(self.processing_class)
 
@@ -149,14 +152,19 @@ class SCOPETrainer(SurrogateGRPOTrainer):
     def _prepare_teacher(self, teacher: str | PreTrainedModel):
         args = self.args
         if isinstance(teacher, str):
-            init_kwargs = dict(args.teacher_model_init_kwargs or {})
+            init_kwargs = prefer_safetensors(args.teacher_model_init_kwargs)
             init_kwargs.setdefault("dtype", self._teacher_default_dtype())
             if args.teacher_model_revision is not None:
                 init_kwargs.setdefault("revision", args.teacher_model_revision)
             init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
             if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED", "FSDP"]:
                 init_kwargs["device_map"] = None  # each process loads its own copy; "auto" would spread it over GPUs
-            teacher = create_model_from_path(teacher, **init_kwargs)
+            try:
+                teacher = create_model_from_path(teacher, **init_kwargs)
+            except OSError as error:
+                raise explain_load_failure(
+                    error, teacher, "teacher", "teacher_model_name_or_path", "teacher_model_init_kwargs"
+                ) from error
         elif args.teacher_model_init_kwargs is not None:
             raise ValueError(
                 "teacher_model_init_kwargs is set, but the teacher was passed as an instantiated model: load it with "

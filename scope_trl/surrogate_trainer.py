@@ -30,6 +30,13 @@ from trl import GRPOTrainer
 from trl.trainer.utils import is_async_callable, nanmax, nanmin
 
 from .aggregation import aggregate_token_loss
+from .checks import (
+    check_model_reference,
+    check_prompt_column,
+    check_reward_columns,
+    explain_load_failure,
+    prefer_safetensors,
+)
 from .guards import NonFiniteUpdateError, checked_reward_function
 from .losses import LOG_RATIO_CLAMP
 
@@ -83,8 +90,24 @@ class SurrogateGRPOTrainer(GRPOTrainer):
     `importance_sampling_ratio` when `vllm_importance_sampling_correction=True`.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, model, reward_funcs=None, args=None, **kwargs):
+        # Mistakes TRL would report late or obliquely are refused here, before any model loads (scope_trl.checks).
+        check_prompt_column(kwargs.get("train_dataset"), "training")
+        if kwargs.get("eval_dataset") is not None:
+            check_prompt_column(kwargs["eval_dataset"], "evaluation")
+        if isinstance(model, str):
+            check_model_reference(model, "student", "model")
+            if args is not None:
+                args.model_init_kwargs = prefer_safetensors(args.model_init_kwargs)
+        try:
+            super().__init__(model, reward_funcs, args=args, **kwargs)
+        except OSError as error:
+            if not isinstance(model, str):
+                raise
+            raise explain_load_failure(error, model, "student", "model", "model_init_kwargs") from error
+        for split, dataset in (("training", self.train_dataset), ("evaluation", self.eval_dataset)):
+            if dataset is not None:
+                check_reward_columns(self.reward_funcs, self.reward_func_names, dataset, split)
         if self.args.nonfinite_updates == "skip" and self.is_deepspeed_enabled:
             raise ValueError(
                 "nonfinite_updates='skip' is not supported under DeepSpeed: its engine applies the update inside "

@@ -29,23 +29,27 @@ def test_off_policy_settings():
     assert make(gradient_accumulation_steps=4, steps_per_generation=2).dgpo_is_on_policy
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"dgpo_n": -0.5}, "dgpo_n must be a finite number >= 0"),
-        ({"dgpo_n": float("nan")}, "dgpo_n"),
-        ({"dgpo_m": 0.9}, "dgpo_m must be a finite number >= 1"),
-        ({"dgpo_m": float("inf")}, "dgpo_m"),
-        ({"epsilon": 1.0}, "epsilon .* must lie in \\[0, 1\\)"),
-        ({"epsilon_high": -0.1}, "epsilon_high must be >= 0"),
-        ({"loss_type": "cispo"}, "loss_type='cispo' is not supported by DGPO.*'dapo'"),
-        ({"loss_type": "sapo"}, "only selects the token aggregation"),
-        ({"loss_type": "vespo"}, "use GRPOTrainer"),
-        ({"loss_type": "nonsense"}, "loss_type='nonsense'"),
-        ({"delta": 4.0}, "delta=4.0 .* Leave delta=None"),
-        ({"use_liger_kernel": True}, "use_liger_kernel=True is not supported by DGPOTrainer"),
-    ],
-)
+# One bad value (at least) for every field DGPOConfig adds to GRPOConfig (tests/test_bad_input.py checks the
+# coverage), and for the GRPO fields whose meaning DGPO restricts.
+INVALID_VALUES = [
+    ({"nonfinite_updates": "ignore"}, "nonfinite_updates must be one of 'error', 'skip'"),
+    ({"dgpo_n": "1"}, "dgpo_n must be a finite number >= 0 .*got '1'"),
+    ({"dgpo_n": -0.5}, "dgpo_n must be a finite number >= 0"),
+    ({"dgpo_n": float("nan")}, "dgpo_n"),
+    ({"dgpo_m": 0.9}, "dgpo_m must be a finite number >= 1"),
+    ({"dgpo_m": float("inf")}, "dgpo_m"),
+    ({"epsilon": 1.0}, "epsilon .* must lie in \\[0, 1\\)"),
+    ({"epsilon_high": -0.1}, "epsilon_high must be >= 0"),
+    ({"loss_type": "cispo"}, "loss_type='cispo' is not supported by DGPO.*'dapo'"),
+    ({"loss_type": "sapo"}, "only selects the token aggregation"),
+    ({"loss_type": "vespo"}, "use GRPOTrainer"),
+    ({"loss_type": "nonsense"}, "loss_type='nonsense'"),
+    ({"delta": 4.0}, "delta=4.0 .* Leave delta=None"),
+    ({"use_liger_kernel": True}, "use_liger_kernel=True is not supported by DGPOTrainer"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), INVALID_VALUES)
 def test_invalid_values_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make(**kwargs)

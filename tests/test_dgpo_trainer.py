@@ -200,9 +200,11 @@ def test_model_card_cites_dgpo_and_trl(student_path, toy_dataset, tmp_path):
         "TRL",
         "vonwerra2020trl",
         "toy-arithmetic",
-        "dgpo",
     ):
         assert needle in card, needle
+    # Tagged so that it is not confused with the two other methods called DGPO (docs/dgpo.md).
+    tags = card.split("tags:", 1)[1].split("---", 1)[0]
+    assert "- dgpo-softclip" in tags and "- arxiv:2603.14389" in tags and "- dgpo\n" not in tags
 
 
 def test_checkpoint_resume_continues(student_path, toy_dataset, tmp_path):

@@ -243,7 +243,10 @@ def test_smoke_run_writes_every_task_and_resumes(tmp_path):
     assert {"slice", "rest"} <= set(slice_record["runs"]["scope"]["0"]["summary"])
     coverage = (tmp_path / "out" / "miniature_coverage.md").read_text()
     assert "Pass@j for j = 1..4" in coverage and "distinct correct" in coverage
-    assert "boundary tokens" in (tmp_path / "out" / "miniature_offpolicy.md").read_text()
+    assert (
+        "| Pass@4 | boundary tokens | CISPO-clipped tokens |"
+        in (tmp_path / "out" / "miniature_offpolicy.md").read_text()
+    )
     before = (tmp_path / "out" / "miniature_carry.json").read_text()
     resumed = subprocess.run(command + ["--resume", "--tasks", "carry"], capture_output=True, text=True, timeout=900,
                              env=env)  # fmt: skip

@@ -32,33 +32,46 @@ def test_defaults_follow_the_paper():
     assert "teacher_model_init_kwargs" in SCOPEConfig._VALID_DICT_FIELDS
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"teacher_temperature": 0.0}, "teacher_temperature must be > 0"),
-        ({"scope_tau": -1.0}, "scope_tau must be > 0"),
-        ({"scope_tau": float("nan")}, "scope_tau"),
-        ({"correctness_threshold": float("inf")}, "correctness_threshold"),
-        ({"student_weight_direction": "up"}, "student_weight_direction must be one of 'paper', 'reversed'"),
-        ({"teacher_weight_direction": "down"}, "teacher_weight_direction must be one of"),
-        ({"weight_normalization": "max"}, "weight_normalization must be one of 'mean', 'sum'"),
-        ({"policy_surrogate": "cispo"}, "policy_surrogate must be one of 'ppo', 'dgpo'"),
-        ({"scope_loss_aggregation": "dapo"}, "scope_loss_aggregation must be one of 'official', 'per_path', 'global'"),
-        ({"mle_coef": -1.0}, "mle_coef must be a finite number >= 0"),
-        ({"opd_coef": float("nan")}, "opd_coef"),
-        ({"outcome_advantage_coef": -0.5}, "outcome_advantage_coef"),
-        ({"dgpo_n": -1.0}, "dgpo_n"),
-        ({"dgpo_m": 0.5}, "dgpo_m"),
-        ({"epsilon": 1.5}, "epsilon"),
-        ({"loss_type": "grpo"}, "loss_type='grpo' does not apply to SCOPE.*scope_loss_aggregation"),
-        ({"importance_sampling_level": "sequence"}, "importance_sampling_level must be 'token'"),
-        ({"delta": 2.0}, "delta"),
-        ({"use_liger_kernel": True}, "use_liger_kernel=True is not supported by SCOPETrainer"),
-        ({"correctness_reward": 1.5}, "correctness_reward must be a reward function's name or position"),
-        ({"distillation_advantage_clip": 0.0}, "distillation_advantage_clip must be None"),
-        ({"distillation_advantage_clip": float("inf")}, "distillation_advantage_clip"),
-    ],
-)
+# One bad value (at least) for every field SCOPEConfig adds to GRPOConfig (tests/test_bad_input.py checks the
+# coverage), and for the GRPO fields whose meaning SCOPE restricts.
+INVALID_VALUES = [
+    ({"teacher_model_name_or_path": ""}, "teacher_model_name_or_path must be None or a non-empty string"),
+    ({"teacher_model_revision": 3}, "teacher_model_revision must be None or a non-empty string, got 3"),
+    ({"teacher_model_init_kwargs": "{dtype: bf16"}, "teacher_model_init_kwargs must be a JSON object"),
+    ({"teacher_model_init_kwargs": [1]}, "teacher_model_init_kwargs must be None or a dict"),
+    ({"nonfinite_teacher_scores": "zero"}, "nonfinite_teacher_scores must be one of 'exclude', 'error'"),
+    ({"nonfinite_updates": "ignore"}, "nonfinite_updates must be one of 'error', 'skip'"),
+    ({"allow_teacher_change": "yes"}, "allow_teacher_change must be True or False"),
+    ({"routing": "no"}, "routing must be True or False, got 'no'"),
+    ({"use_student_weights": 1}, "use_student_weights must be True or False"),
+    ({"use_teacher_weights": None}, "use_teacher_weights must be True or False"),
+    ({"scope_tau": "1.0"}, "scope_tau must be a number, got str"),
+    ({"teacher_temperature": 0.0}, "teacher_temperature must be > 0"),
+    ({"scope_tau": -1.0}, "scope_tau must be > 0"),
+    ({"scope_tau": float("nan")}, "scope_tau"),
+    ({"correctness_threshold": float("inf")}, "correctness_threshold"),
+    ({"student_weight_direction": "up"}, "student_weight_direction must be one of 'paper', 'reversed'"),
+    ({"teacher_weight_direction": "down"}, "teacher_weight_direction must be one of"),
+    ({"weight_normalization": "max"}, "weight_normalization must be one of 'mean', 'sum'"),
+    ({"policy_surrogate": "cispo"}, "policy_surrogate must be one of 'ppo', 'dgpo'"),
+    ({"scope_loss_aggregation": "dapo"}, "scope_loss_aggregation must be one of 'official', 'per_path', 'global'"),
+    ({"mle_coef": -1.0}, "mle_coef must be a finite number >= 0"),
+    ({"opd_coef": float("nan")}, "opd_coef"),
+    ({"outcome_advantage_coef": -0.5}, "outcome_advantage_coef"),
+    ({"dgpo_n": -1.0}, "dgpo_n"),
+    ({"dgpo_m": 0.5}, "dgpo_m"),
+    ({"epsilon": 1.5}, "epsilon"),
+    ({"loss_type": "grpo"}, "loss_type='grpo' does not apply to SCOPE.*scope_loss_aggregation"),
+    ({"importance_sampling_level": "sequence"}, "importance_sampling_level must be 'token'"),
+    ({"delta": 2.0}, "delta"),
+    ({"use_liger_kernel": True}, "use_liger_kernel=True is not supported by SCOPETrainer"),
+    ({"correctness_reward": 1.5}, "correctness_reward must be a reward function's name or position"),
+    ({"distillation_advantage_clip": 0.0}, "distillation_advantage_clip must be None"),
+    ({"distillation_advantage_clip": float("inf")}, "distillation_advantage_clip"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), INVALID_VALUES)
 def test_invalid_values_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make(**kwargs)

@@ -153,3 +153,36 @@ def train_save_push(trainer, script_args, training_args) -> None:
     # process group while a peer still holds a connection to it (gloo aborts at exit otherwise).
     trainer.accelerator.wait_for_everyone()
     trainer.end()  # finishes the trackers and destroys the process group
+
+
+def parse_script_arguments(parser, args: list[str] | None = None):
+    """`(script_args, training_args, model_args)` from the command line and a `--config` YAML file, parsed by TRL's
+    `TrlParser`, after checking the file's keys: an unknown key (a typo would otherwise train with a default) is an
+    error that names it, suggests the nearest field and points to `--help` (TRL's own message says to edit its
+    dataclasses)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if "--config" in argv[:-1]:
+        check_config_keys(argv[argv.index("--config") + 1], parser)
+    return parser.parse_args_and_config(args=argv)[:3]
+
+
+def check_config_keys(path: str, parser) -> None:
+    import difflib
+
+    import yaml
+
+    with open(path) as file:
+        config = yaml.safe_load(file)
+    if not isinstance(config, dict):
+        return  # TRL's parser reports a file that is not a mapping
+    known = {action.dest for action in parser._actions} | {"env"}
+    unknown = [key for key in config if key not in known]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hints.append(repr(key) + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(
+            f"Unknown key(s) in the config file {path}: {', '.join(hints)}. A config file may set the fields of the "
+            f"training config, of TRL's ModelConfig and of the script arguments; `{parser.prog} --help` lists them."
+        )

@@ -39,7 +39,7 @@ import argparse
 from dataclasses import dataclass
 
 from scope_trl import DGPOConfig
-from scope_trl.scripts.common import MathScriptArguments
+from scope_trl.scripts.common import MathScriptArguments, parse_script_arguments
 
 
 @dataclass
@@ -80,5 +80,5 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
 if __name__ == "__main__":
     parser = make_parser()
     # Unknown flags and YAML keys fail loudly: a typo must not silently train with a default.
-    script_args, training_args, model_args = parser.parse_args_and_config()[:3]
+    script_args, training_args, model_args = parse_script_arguments(parser)
     main(script_args, training_args, model_args)

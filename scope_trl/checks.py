@@ -1,0 +1,143 @@
+"""Construction-time checks of what a user hands a trainer: model references, weight formats, dataset columns, reward
+function arguments.
+
+TRL reports most of these mistakes late and obliquely: a dataset without a `prompt` column is a `KeyError: 'prompt'`
+at the first step, after the models have loaded; a mistyped local path is a Hub error about repo-id syntax; a reward
+function that needs a column the dataset lacks fails inside the first reward call. Each check here runs before
+training and raises an error that says what is wrong, what is allowed and how to fix it (the bad-input table of
+docs/reliability.md lists them with their tests).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+
+
+# Keyword arguments GRPOTrainer passes to every reward function besides the dataset's own columns (TRL 1.16).
+TRL_REWARD_ARGUMENTS = frozenset(
+    {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
+)
+
+
+def looks_like_local_path(name: str) -> bool:
+    """True for names that can only be local paths: absolute, `./`, `../`, `~`, or more than one `/` (a Hub id is
+    `name` or `namespace/name`)."""
+    return (
+        os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+    )
+
+
+def check_model_reference(name: str, role: str, field: str) -> None:
+    """Refuse a local-looking model path that is not a directory, before `from_pretrained` turns it into a Hub error.
+
+    Args:
+        name: the model's name or path, as the user gave it.
+        role: what the model is, for the message ("student", "teacher").
+        field: the argument or config field that holds it, for the message.
+    """
+    path = os.path.expanduser(name)
+    if os.path.isdir(path) or not looks_like_local_path(name):
+        return
+    if os.path.isfile(path):
+        raise ValueError(
+            f"The {role} {name!r} ({field}) is a file; pass the directory that holds its config.json and weights."
+        )
+    raise FileNotFoundError(
+        f"The {role} {name!r} ({field}) does not exist on this machine. Pass an existing directory (one written by "
+        "`save_pretrained`) or a Hub id of the form 'name' or 'namespace/name'."
+    )
+
+
+def prefer_safetensors(init_kwargs: Mapping | str | None) -> dict:
+    """`from_pretrained` keyword arguments that load weights from safetensors only, unless the user chose otherwise.
+
+    A pickled checkpoint (`pytorch_model.bin`) can run code when it is unpickled; safetensors cannot. A user who
+    trusts such a checkpoint opts in with `use_safetensors=False` in the init kwargs.
+    """
+    kwargs = dict(json.loads(init_kwargs) if isinstance(init_kwargs, str) else init_kwargs or {})
+    kwargs.setdefault("use_safetensors", True)
+    return kwargs
+
+
+def explain_load_failure(error: OSError, name: str, role: str, field: str, kwargs_field: str) -> OSError:
+    """A load error with what went wrong and the fix: pickled weights refused, or the model not found offline."""
+    path = os.path.expanduser(name)
+    pickled = os.path.isdir(path) and any(
+        entry.endswith((".bin", ".pt", ".pth")) or entry == "pytorch_model.bin.index.json"
+        for entry in os.listdir(path)
+    )
+    if pickled and not any(entry.endswith(".safetensors") for entry in os.listdir(path)):
+        hint = (
+            "it holds pickled weights only, and scope-trl loads safetensors unless told otherwise (unpickling can run "
+            "code). Convert the checkpoint (load it and `save_pretrained` it again), or, if you trust it, set "
+            f"{kwargs_field}={{'use_safetensors': False}}."
+        )
+    elif os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        hint = (
+            "HF_HUB_OFFLINE is set: a Hub id loads only from the local cache. Download it first or pass a local path."
+        )
+    else:
+        hint = "check the name (or path), your network and your Hub token."
+    return OSError(f"Could not load the {role} {name!r} ({field}): {hint} ({type(error).__name__}: {error})")
+
+
+def _splits(dataset, split: str) -> Iterable[tuple[str, object]]:
+    if isinstance(dataset, Mapping):  # an eval dataset may be a dict of datasets
+        return [(f"{split}[{key!r}]", value) for key, value in dataset.items()]
+    return [(split, dataset)]
+
+
+def check_prompt_column(dataset, split: str) -> None:
+    """GRPOTrainer reads every prompt from a `prompt` column; refuse a dataset without one before anything loads."""
+    for name, data in _splits(dataset, split):
+        columns = getattr(data, "column_names", None)
+        if columns is None or "prompt" in columns:
+            continue  # a torch Dataset or a streaming dataset without features: nothing to check up front
+        others = [column for column in columns if column != "prompt"]
+        guess = next(
+            (c for c in others if c.lower() in ("question", "problem", "query", "instruction", "input")), None
+        )
+        fix = (
+            f"`dataset.rename_column({guess!r}, 'prompt')`" if guess else "`dataset.rename_column(<column>, 'prompt')`"
+        )
+        raise ValueError(
+            f"The {name} dataset has no 'prompt' column (its columns: {columns}). GRPO-style trainers read each prompt "
+            f"from 'prompt' (a string, or a list of chat messages). Rename it, e.g. {fix}, or build the dataset with "
+            "`scope_trl.data.load_math_dataset`, which writes 'prompt' and 'solution'."
+        )
+
+
+def required_reward_arguments(func: Callable) -> list[str]:
+    """The parameters of `func` without a default that TRL fills from dataset columns (not TRL's own arguments)."""
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return []  # a builtin or C callable: nothing to inspect
+    required = []
+    for parameter in parameters:
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD, parameter.POSITIONAL_ONLY):
+            continue
+        if parameter.default is parameter.empty and parameter.name not in TRL_REWARD_ARGUMENTS:
+            required.append(parameter.name)
+    return required
+
+
+def check_reward_columns(reward_funcs: Iterable[Callable], names: Iterable[str], dataset, split: str) -> None:
+    """Each reward function's required arguments must be columns of the dataset: TRL passes columns by name."""
+    for func, func_name in zip(reward_funcs, names):
+        if not callable(func) or hasattr(func, "parameters"):
+            continue  # a reward model (an nn.Module) scores text and needs no column
+        for name, data in _splits(dataset, split):
+            columns = getattr(data, "column_names", None)
+            if columns is None:
+                continue
+            missing = [arg for arg in required_reward_arguments(func) if arg not in columns]
+            if missing:
+                raise ValueError(
+                    f"The reward function {func_name!r} needs the argument(s) {missing}, which GRPOTrainer fills from "
+                    f"dataset columns of the same name, but the {name} dataset has only {columns}. Add or rename the "
+                    "column(s), or give the function's parameter a default."
+                )
