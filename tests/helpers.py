@@ -112,3 +112,22 @@ def per_token_logps_grad(trainer, inputs):
     finally:
         trainer._get_per_token_logps_and_entropies = original
     return loss.detach(), captured["logps"].grad
+
+
+def build_trainer(trainer_class, model, dataset, tmp_path, reward_funcs=None, teacher=None, **overrides):
+    """A DGPOTrainer or SCOPETrainer (with `teacher`) on the tiny config, construction warnings silenced."""
+    from scope_trl import DGPOConfig, DGPOTrainer, SCOPEConfig, SCOPETrainer
+    from scope_trl.toy import contains_digit_reward
+
+    assert trainer_class in (DGPOTrainer, SCOPETrainer), trainer_class
+    config_class = SCOPEConfig if trainer_class is SCOPETrainer else DGPOConfig
+    extra = {"teacher_model": teacher} if trainer_class is SCOPETrainer else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return trainer_class(
+            model=model,
+            reward_funcs=reward_funcs or contains_digit_reward,
+            args=tiny_args(tmp_path, config_class, **overrides),
+            train_dataset=dataset,
+            **extra,
+        )

@@ -11,24 +11,13 @@ from scope_trl import DGPOConfig, DGPOTrainer, SCOPEConfig, SCOPETrainer
 from scope_trl.toy import boxed_answer_reward, contains_digit_reward
 
 from . import test_dgpo_config, test_scope_config
-from .helpers import logged, snapshot, tiny_args
+from .helpers import build_trainer, logged, snapshot, tiny_args
 
 
 CPU = {"use_cpu": True, "bf16": False, "report_to": "none"}
 
 
-def build(trainer_class, model, dataset, tmp_path, reward_funcs=contains_digit_reward, teacher=None, **overrides):
-    config_class = SCOPEConfig if trainer_class is SCOPETrainer else DGPOConfig
-    extra = {"teacher_model": teacher} if trainer_class is SCOPETrainer else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return trainer_class(
-            model=model,
-            reward_funcs=reward_funcs,
-            args=tiny_args(tmp_path, config_class, **overrides),
-            train_dataset=dataset,
-            **extra,
-        )
+build = build_trainer
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -1,30 +1,19 @@
 """Guards against silent faults (issue 12 §1): non-finite updates and failing reward functions, in both trainers."""
 
 import math
-import warnings
 
 import pytest
 import torch
 
-from scope_trl import DGPOConfig, DGPOTrainer, SCOPEConfig, SCOPETrainer
+from scope_trl import DGPOConfig, DGPOTrainer, SCOPETrainer
 from scope_trl.guards import NonFiniteUpdateError, RewardFunctionError, checked_reward_function
 from scope_trl.toy import contains_digit_reward
 
-from .helpers import logged, snapshot, tiny_args
+from .helpers import build_trainer, logged, snapshot
 
 
 def build(trainer_class, student_path, teacher_path, dataset, tmp_path, reward_funcs=contains_digit_reward, **kw):
-    config_class = SCOPEConfig if trainer_class is SCOPETrainer else DGPOConfig
-    extra = {"teacher_model": teacher_path} if trainer_class is SCOPETrainer else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return trainer_class(
-            model=student_path,
-            reward_funcs=reward_funcs,
-            args=tiny_args(tmp_path, config_class, **kw),
-            train_dataset=dataset,
-            **extra,
-        )
+    return build_trainer(trainer_class, student_path, dataset, tmp_path, reward_funcs, teacher=teacher_path, **kw)
 
 
 def poison_loss(trainer, steps):

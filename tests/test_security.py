@@ -6,31 +6,18 @@ import json
 import os
 import shutil
 import subprocess
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from scope_trl import DGPOConfig, DGPOTrainer, SCOPEConfig, SCOPETrainer
-from scope_trl.toy import contains_digit_reward
+from scope_trl import DGPOTrainer, SCOPETrainer
 
-from .helpers import console_script, tiny_args
+from .helpers import build_trainer, console_script
 
 
-def build(trainer_class, student, dataset, tmp_path, teacher=None, **overrides):
-    config_class = SCOPEConfig if trainer_class is SCOPETrainer else DGPOConfig
-    extra = {"teacher_model": teacher} if trainer_class is SCOPETrainer else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return trainer_class(
-            model=student,
-            reward_funcs=contains_digit_reward,
-            args=tiny_args(tmp_path, config_class, **overrides),
-            train_dataset=dataset,
-            **extra,
-        )
+build = build_trainer
 
 
 def pickled_copy(model_path: str, destination: Path) -> str:
