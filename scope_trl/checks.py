@@ -62,8 +62,12 @@ def prefer_safetensors(init_kwargs: Mapping | str | None) -> dict:
     return kwargs
 
 
-def explain_load_failure(error: OSError, name: str, role: str, field: str, kwargs_field: str) -> OSError:
-    """A load error with what went wrong and the fix: pickled weights refused, or the model not found offline."""
+def explain_load_failure(error: OSError, name: str, role: str, field: str, kwargs_field: str | None) -> OSError:
+    """A load error with what went wrong and the fix: pickled weights refused, or the model not found offline.
+
+    `kwargs_field` names the init-kwargs field through which a user may accept pickled weights; None where there is
+    no such opt-in (the evaluator), so the fix offered is to convert the checkpoint.
+    """
     path = os.path.expanduser(name)
     pickled = os.path.isdir(path) and any(
         entry.endswith((".bin", ".pt", ".pth")) or entry == "pytorch_model.bin.index.json"
@@ -71,9 +75,9 @@ def explain_load_failure(error: OSError, name: str, role: str, field: str, kwarg
     )
     if pickled and not any(entry.endswith(".safetensors") for entry in os.listdir(path)):
         hint = (
-            "it holds pickled weights only, and scope-trl loads safetensors unless told otherwise (unpickling can run "
-            "code). Convert the checkpoint (load it and `save_pretrained` it again), or, if you trust it, set "
-            f"{kwargs_field}={{'use_safetensors': False}}."
+            "it holds pickled weights only, and scope-trl loads safetensors only (unpickling can run code). Convert "
+            "the checkpoint: load it with `from_pretrained` and `save_pretrained` it again"
+            + (f"; or, if you trust it, set {kwargs_field}={{'use_safetensors': False}}." if kwargs_field else ".")
         )
     elif os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         hint = (

@@ -176,7 +176,7 @@ def _eval(args: argparse.Namespace) -> int:
         try:  # safetensors only: a pickled checkpoint could run code on load
             model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto", use_safetensors=True).to(device)
         except OSError as error:
-            raise explain_load_failure(error, args.model, "model", "--model", "use_safetensors") from error
+            raise explain_load_failure(error, args.model, "model", "--model", None) from error
     result = evaluate(
         model,
         tokenizer,

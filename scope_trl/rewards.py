@@ -30,9 +30,9 @@ small pool of persistent worker *processes* (`GraderPool`) instead:
   worker alive), and the parent kills a worker that has not answered `timeout + grace` seconds after the request was
   sent (the hard bound, which also covers code that ignores signals, such as a long C-level big-integer operation).
   A timed-out or crashed grading counts as 0.0 and the worker is restarted;
-* each worker's address space is capped at `WORKER_MEMORY_BYTES` (`RLIMIT_AS`), so an answer whose evaluation would
-  allocate gigabytes (`2^{2^{40}}`) fails with a MemoryError (0.0) instead of swapping the machine or waking the
-  out-of-memory killer in the trainer's process;
+* each worker's address space is capped at `WORKER_MEMORY_BYTES` (`RLIMIT_AS`): an evaluation that tries to
+  allocate more fails with a MemoryError (0.0) inside the worker instead of swapping the machine or waking the
+  out-of-memory killer next to the trainer (answers such as `2^{2^{40}}` are usually stopped by the timeout first);
 * the parent only waits on pipes (`selectors`), so `accuracy_reward` behaves the same from the main thread, a
   `threading.Thread`, or an asyncio executor; calls from several threads are serialised by a lock;
 * workers are started with `subprocess` as `python -c <bootstrap>` that loads *this file* by path: no `fork` of a
@@ -370,7 +370,7 @@ def _serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent; a worker exits when its stdin closes
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
     cap = WORKER_MEMORY_BYTES if hard == resource.RLIM_INFINITY else min(WORKER_MEMORY_BYTES, hard)
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     for name in ("math_verify", "latex2sympy2_extended"):

@@ -184,7 +184,7 @@ PATHOLOGICAL = [
     r"\boxed{(10^{100})!}",
     "x" * 1_000_000 + r"\boxed{3}",  # a megabyte of text, wrong final answer
     "{" * 1_000_000,  # a megabyte of open braces, no box
-    r"\boxed{2^{2^{40}}}",  # evaluating it would need 137 GB: the worker's time (and memory) cap stops it
+    r"\boxed{2^{2^{40}}}",  # evaluating it would need 137 GB: the worker's timeout (or memory cap) stops it
     r"\boxed{10^{10^{10}}}",
 ]
 

@@ -167,6 +167,7 @@ def parse_script_arguments(parser, args: list[str] | None = None):
 
 
 def check_config_keys(path: str, parser) -> None:
+    """Raise a `ValueError` naming each key of the YAML file at `path` that no argument of `parser` takes."""
     import difflib
 
     import yaml
