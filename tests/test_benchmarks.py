@@ -58,3 +58,36 @@ def test_soak_benchmark_smoke(tmp_path):
         assert run["checks"]["finite"]["passed"] and "policy_loss" in run["metrics"]["1"]
     assert record["runs"]["scope"]["metrics"]["1"].get("scope/frac_correct") is not None
     assert "| SCOPE | 1 |" in (tmp_path / "soak_smoke.md").read_text()
+
+
+def test_teacher_memory_benchmark_smoke(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "teacher_memory.py"), "--smoke", "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    record = json.loads((tmp_path / "teacher_memory_smoke.json").read_text())
+    assert [row["length"] for row in record["rows"]] == [64, 128]
+    assert record["checks"]["agreement"]["passed"]  # the fused scores equal the full-logits log-probs
+    assert all(row["ours_mib"] >= 0 and row["naive_mib"] >= 0 for row in record["rows"])
+    assert "| completion tokens | ours (MiB) |" in (tmp_path / "teacher_memory_smoke.md").read_text()
+
+
+def test_teacher_memory_checks():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "teacher_memory", os.path.join(REPO, "benchmarks", "teacher_memory.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def rows(ours, naive):
+        return [{"length": n, "ours_mib": o, "naive_mib": v, "ratio": v / o, "max_abs_difference": 0.0}
+                for n, o, v in zip((1024, 8192), ours, naive)]  # fmt: skip
+
+    assert all(c["passed"] for c in module.checks(rows((100, 500), (1000, 8000))).values())
+    assert not module.checks(rows((100, 900), (1000, 8000)))["ratio_at_longest"]["passed"]  # 8.9x < 10x
+    assert not module.checks(rows((10, 200), (1000, 8000)))["ours_growth"]["passed"]  # 20x for 8x the length
