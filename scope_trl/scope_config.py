@@ -60,6 +60,10 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
         allow_teacher_change (`bool`, *optional*, defaults to `False`):
             Every checkpoint records its teacher (`scope_teacher.json`: name or path, revision, commit, dtype). Resuming
             from a checkpoint whose teacher differs from this run's raises an error naming both, unless this is `True`.
+        teacher_offload (`bool`, *optional*, defaults to `False`):
+            The teacher rests on CPU and moves to the accelerator once per generation batch to score the incorrect
+            rollouts, then back: its memory is free during generation and the optimizer step, at the cost of one
+            transfer each way per generation batch (`teacher/offload_time`). Not with DeepSpeed or FSDP.
 
         > Parameters that control routing and the Dual-Path Adaptive Weighting
 
@@ -159,6 +163,15 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
         default=False,
         metadata={
             "help": "Allow resuming from a checkpoint recorded with another teacher (by default an error names both)."
+        },
+    )
+    teacher_offload: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the teacher on CPU between generation batches and move it to the accelerator only to score, "
+            "once per generation batch: its memory is free during generation and the optimizer step, for one "
+            "host-to-device transfer each way per generation batch. Not with DeepSpeed or FSDP, which place the "
+            "teacher themselves (ZeRO-3 shards it instead)."
         },
     )
 
@@ -292,7 +305,13 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
         require(self.teacher_model_init_kwargs is None or isinstance(self.teacher_model_init_kwargs, dict),
                 f"teacher_model_init_kwargs must be None or a dict of `from_pretrained` keyword arguments, got "
                 f"{self.teacher_model_init_kwargs!r}.")  # fmt: skip
-        for name in ("routing", "use_student_weights", "use_teacher_weights", "allow_teacher_change"):
+        for name in (
+            "routing",
+            "use_student_weights",
+            "use_teacher_weights",
+            "allow_teacher_change",
+            "teacher_offload",
+        ):
             value = getattr(self, name)
             require(isinstance(value, bool), f"{name} must be True or False, got {value!r}.")
         for name in ("teacher_temperature", "scope_tau", "correctness_threshold", "mle_coef", "opd_coef",

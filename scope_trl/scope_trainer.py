@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import textwrap
@@ -119,6 +120,7 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         self._verifier_index = self._resolve_verifier(args.correctness_reward)
         self._last_rewards_per_func = None
         self._warned_nonfinite_teacher = False
+        self._teacher_offload_seconds = 0.0  # host-device transfer time of the current generation batch
         self.teacher_model = self._prepare_teacher(teacher)
         self.teacher_record = self._teacher_record(teacher)
 
@@ -176,11 +178,39 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         teacher.eval()
         # Teacher log-probs come from a fused LM head: B x T x vocabulary logits are never materialised.
         add_fused_lm_head(teacher, temperature=args.teacher_temperature, outputs=("log_probs",))
+        self._check_teacher_offload()
+        if args.teacher_offload:  # prepared as usual, then parked on CPU until the first scoring
+            return self.accelerator.prepare_model(teacher, evaluation_mode=True).to("cpu")
         if self.is_deepspeed_enabled:
             return prepare_deepspeed(teacher, self.accelerator)  # sharded under ZeRO-3, a stage-0 replica otherwise
         if self.is_fsdp_enabled:
             return prepare_fsdp(teacher, self.accelerator)
         return self.accelerator.prepare_model(teacher, evaluation_mode=True)
+
+    def _check_teacher_offload(self) -> None:
+        if self.args.teacher_offload and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            raise ValueError(
+                "teacher_offload=True is not supported with DeepSpeed or FSDP, which place the teacher themselves: under "
+                "ZeRO-3 (or FSDP) the teacher is already sharded across processes. Set teacher_offload=False, or use "
+                "a DDP / single-device accelerate config to offload it."
+            )
+
+    @contextlib.contextmanager
+    def _teacher_on_device(self):
+        """With `teacher_offload`, the teacher moves to the accelerator for the block and back to CPU after it; the
+        two transfers' time is added to `self._teacher_offload_seconds`."""
+        if not self.args.teacher_offload:
+            yield
+            return
+        start = time.perf_counter()
+        self.teacher_model.to(self.accelerator.device)
+        self._teacher_offload_seconds += time.perf_counter() - start
+        try:
+            yield
+        finally:
+            start = time.perf_counter()
+            self.teacher_model.to("cpu")
+            self._teacher_offload_seconds += time.perf_counter() - start
 
     def _teacher_default_dtype(self) -> torch.dtype:
         """The training precision: a frozen teacher kept in float32 under bf16 training would double its memory."""
@@ -375,13 +405,14 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         unknown = rows_ids >= teacher_rows
         if unknown.any():
             rows_ids = torch.where(unknown, getattr(self.processing_class, "pad_token_id", None) or 0, rows_ids)
-        logps, _, _ = self._get_per_token_logps_and_entropies(
-            self.teacher_model,
-            rows_ids,
-            attention_mask[selected],
-            logits_to_keep,
-            batch_size=batch_size,
-        )
+        with self._teacher_on_device():
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                self.teacher_model,
+                rows_ids,
+                attention_mask[selected],
+                logits_to_keep,
+                batch_size=batch_size,
+            )
         logps = logps.float().masked_fill(unknown[:, -logits_to_keep:], float("-inf"))
         teacher_logps[selected[:num_rows]] = logps[:num_rows]
         return teacher_logps
@@ -417,6 +448,7 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         behaviour_logps = torch.where(loss_token, behaviour_logps.float(), 0.0)
 
         start = time.perf_counter()
+        self._teacher_offload_seconds = 0.0
         teacher_logps = self._score_with_teacher(
             input_ids, attention_mask, logits_to_keep, incorrect[process_slice], batch_size
         )
@@ -492,6 +524,9 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         )
         score_times = self.accelerator.gather(torch.tensor([score_time], device=mask.device))
         metrics["teacher/score_time"].append(score_times.max().item())
+        if args.teacher_offload:
+            offload_times = self.accelerator.gather(torch.tensor([self._teacher_offload_seconds], device=mask.device))
+            metrics["teacher/offload_time"].append(offload_times.max().item())
         self._log_completion_columns(advantages, mask, weights, correct, incorrect, process_slice)
         return out
 

@@ -42,6 +42,7 @@ INVALID_VALUES = [
     ({"nonfinite_teacher_scores": "zero"}, "nonfinite_teacher_scores must be one of 'exclude', 'error'"),
     ({"nonfinite_updates": "ignore"}, "nonfinite_updates must be one of 'error', 'skip'"),
     ({"allow_teacher_change": "yes"}, "allow_teacher_change must be True or False"),
+    ({"teacher_offload": "true"}, "teacher_offload must be True or False"),
     ({"routing": "no"}, "routing must be True or False, got 'no'"),
     ({"use_student_weights": 1}, "use_student_weights must be True or False"),
     ({"use_teacher_weights": None}, "use_teacher_weights must be True or False"),

@@ -17,7 +17,7 @@ from scope_trl.scope_trainer import CORRECT, EXCLUDED, INCORRECT
 from scope_trl.surrogate_trainer import sequence_advantages
 from scope_trl.toy import build_tiny_model, build_tokenizer, contains_digit_reward
 
-from .helpers import hand_batch, logged, snapshot
+from .helpers import build_trainer, hand_batch, logged, snapshot
 from .test_scope_trainer import build_scope, record_generation_batches, scope_args
 
 
@@ -395,3 +395,43 @@ def test_a_users_reward_module_imports_without_changing_sys_path(tmp_path, monke
     assert sys.path == before
     with pytest.raises(ValueError, match="module 'my_rewards_xyz' has no attribute 'missing'"):
         reward_funcs_from_names(["my_rewards_xyz.missing"])
+
+
+def test_teacher_offload_trains_identically_and_rests_on_cpu(student_path, teacher_path, toy_dataset, tmp_path):
+    """`teacher_offload`: the teacher moves to the accelerator only around scoring and back to CPU after it; the
+    training is the same step for step (on CPU both placements are the CPU, so the values must match exactly)."""
+    runs = {}
+    for offload in (False, True):
+        trainer = build_trainer(SCOPETrainer, student_path, toy_dataset, tmp_path / str(offload), teacher=teacher_path,
+                                teacher_offload=offload, max_steps=3, steps_per_generation=1)  # fmt: skip
+        moves = []
+
+        def recording_to(*args, _moves=moves, _to=trainer.teacher_model.to, **kwargs):
+            _moves.append(str(args[0]))
+            return _to(*args, **kwargs)
+
+        trainer.teacher_model.to = recording_to
+        trainer.train()
+        runs[offload] = (
+            logged(trainer, "loss"),
+            snapshot(trainer.model),
+            moves,
+            logged(trainer, "teacher/offload_time"),
+        )
+        assert all(p.device.type == "cpu" for p in trainer.teacher_model.parameters())
+    (losses, params, moves, times), (offload_losses, offload_params, offload_moves, offload_times) = runs.values()
+    assert losses == offload_losses and all(torch.equal(params[n], offload_params[n]) for n in params)
+    assert moves == [] and times == []
+    device = str(trainer.accelerator.device)
+    assert len(offload_moves) >= 2 and offload_moves == [device, "cpu"] * (len(offload_moves) // 2)
+    assert len(offload_times) == 3 and all(t >= 0 for t in offload_times)
+
+
+def test_teacher_offload_is_refused_where_deepspeed_or_fsdp_place_the_teacher(student_path, teacher_path, toy_dataset,
+                                                                             tmp_path):  # fmt: skip
+    trainer = build_trainer(SCOPETrainer, student_path, toy_dataset, tmp_path, teacher=teacher_path,
+                            teacher_offload=True)  # fmt: skip
+    trainer._check_teacher_offload()  # single process: accepted
+    trainer.is_deepspeed_enabled = True
+    with pytest.raises(ValueError, match="teacher_offload=True is not supported with DeepSpeed or FSDP.*ZeRO-3"):
+        trainer._check_teacher_offload()
