@@ -403,11 +403,9 @@ def gates(records: dict[str, dict]) -> list[dict]:
 
 
 def plot_curves(name: str, record: dict, path: Path) -> None:
-    from scope_trl.optional import import_optional
+    from scope_trl.optional import import_pyplot
 
-    matplotlib = import_optional("matplotlib", "drawing the miniatures' learning curves")
-    matplotlib.use("Agg")
-    plt = import_optional("matplotlib.pyplot", "drawing the miniatures' learning curves")
+    plt = import_pyplot("drawing the miniatures' learning curves")
     panels = [("reward", "training reward (mean over seeds)")]
     if any("scope/teacher_kl" in r["curves"] for runs in record["runs"].values() for r in runs.values()):
         panels.append(("scope/teacher_kl", "scope/teacher_kl (distillation rows)"))

@@ -201,11 +201,9 @@ def markdown(record: dict) -> str:
 
 
 def plot(record: dict, path: Path) -> None:
-    from scope_trl.optional import import_optional
+    from scope_trl.optional import import_pyplot
 
-    matplotlib = import_optional("matplotlib", "drawing the soak plot")
-    matplotlib.use("Agg")
-    plt = import_optional("matplotlib.pyplot", "drawing the soak plot")
+    plt = import_pyplot("drawing the soak plot")
     figure, (memory_axis, time_axis) = plt.subplots(1, 2, figsize=(11, 4))
     for run in record["runs"].values():
         steps = [entry["step"] for entry in run["steps"]]

@@ -200,11 +200,9 @@ def markdown(record: dict) -> str:
 
 
 def plot(record: dict, path: Path) -> None:
-    from scope_trl.optional import import_optional
+    from scope_trl.optional import import_pyplot
 
-    matplotlib = import_optional("matplotlib", "drawing the teacher-memory plot")
-    matplotlib.use("Agg")
-    plt = import_optional("matplotlib.pyplot", "drawing the teacher-memory plot")
+    plt = import_pyplot("drawing the teacher-memory plot")
     lengths = [r["length"] for r in record["rows"]]
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot(lengths, [r["naive_mib"] for r in record["rows"]], "o-", label="naive logits + log_softmax")

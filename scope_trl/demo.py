@@ -157,11 +157,9 @@ def plot_curves(log_history: list[dict], method: str, path: Path) -> None:
 
     Needs matplotlib (extra `plot`); raises `MissingOptionalDependency` naming the install command without it.
     """
-    from .optional import import_optional
+    from .optional import import_pyplot
 
-    matplotlib = import_optional("matplotlib", "drawing the demo's training curves")
-    matplotlib.use("Agg")  # headless: no display on CI machines
-    plt = import_optional("matplotlib.pyplot", "drawing the demo's training curves")
+    plt = import_pyplot("drawing the demo's training curves")
 
     entries = [e for e in log_history if "reward" in e]
     steps = [e["step"] for e in entries]

@@ -40,3 +40,10 @@ def import_optional(module: str, purpose: str) -> ModuleType:
             f"{purpose} needs {package}, which is not installed: pip install 'scope-trl[{extra}]' "
             f"(or pip install {package})"
         ) from error
+
+
+def import_pyplot(purpose: str) -> ModuleType:
+    """`matplotlib.pyplot` on the headless `Agg` backend (no display on CI machines and servers), or
+    `MissingOptionalDependency` as `import_optional` raises it."""
+    import_optional("matplotlib", purpose).use("Agg")
+    return import_optional("matplotlib.pyplot", purpose)
