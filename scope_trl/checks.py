@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 TRL_REWARD_ARGUMENTS = frozenset(
     {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
 )
+# Dataset columns GRPOTrainer does not pass on under their own name (the prompt arrives as `prompts`).
+WITHHELD_COLUMNS = frozenset({"prompt", "completion", "completion_ids"})
 
 
 def looks_like_local_path(name: str) -> bool:
@@ -69,11 +71,9 @@ def explain_load_failure(error: OSError, name: str, role: str, field: str, kwarg
     no such opt-in (the evaluator), so the fix offered is to convert the checkpoint.
     """
     path = os.path.expanduser(name)
-    pickled = os.path.isdir(path) and any(
-        entry.endswith((".bin", ".pt", ".pth")) or entry == "pytorch_model.bin.index.json"
-        for entry in os.listdir(path)
-    )
-    if pickled and not any(entry.endswith(".safetensors") for entry in os.listdir(path)):
+    entries = os.listdir(path) if os.path.isdir(path) else []
+    pickled = any(entry.endswith((".bin", ".pt", ".pth")) for entry in entries)
+    if pickled and not any(entry.endswith(".safetensors") for entry in entries):
         hint = (
             "it holds pickled weights only, and scope-trl loads safetensors only (unpickling can run code). Convert "
             "the checkpoint: load it with `from_pretrained` and `save_pretrained` it again"
@@ -138,7 +138,8 @@ def check_reward_columns(reward_funcs: Iterable[Callable], names: Iterable[str],
             columns = getattr(data, "column_names", None)
             if columns is None:
                 continue
-            missing = [arg for arg in required_reward_arguments(func) if arg not in columns]
+            passed = set(columns) - WITHHELD_COLUMNS
+            missing = [arg for arg in required_reward_arguments(func) if arg not in passed]
             if missing:
                 raise ValueError(
                     f"The reward function {func_name!r} needs the argument(s) {missing}, which GRPOTrainer fills from "

@@ -105,6 +105,16 @@ def test_a_reward_needing_a_missing_column_is_refused(trainer_class, student_pat
               reward_funcs=boxed_answer_reward, teacher=teacher_path)  # fmt: skip
 
 
+def test_a_reward_asking_for_the_prompt_column_by_name_is_refused(student_path, toy_dataset, tmp_path):
+    """GRPOTrainer passes the prompt as `prompts`, never as `prompt`, although `prompt` is a column."""
+
+    def reward(completions, prompt, **kwargs):
+        return [0.0] * len(completions)
+
+    with pytest.raises(ValueError, match=r"The reward function 'reward' needs the argument\(s\) \['prompt'\]"):
+        build(DGPOTrainer, student_path, toy_dataset, tmp_path, reward_funcs=reward)
+
+
 def test_reward_arguments_with_defaults_or_trl_names_need_no_column(student_path, toy_dataset, tmp_path):
     def reward(prompts, completions, completion_ids, trainer_state, answer=None, **kwargs):
         return [0.0] * len(completions)

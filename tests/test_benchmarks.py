@@ -21,17 +21,18 @@ def test_step_time_benchmark_smoke():
     assert rows["grpo"][2] == "1.00"  # the baseline's own ratio
 
 
-def load_soak():
+def load_script(name):
+    """A benchmark script as a module (they live outside the package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("soak", os.path.join(REPO, "benchmarks", "soak.py"))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "benchmarks", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_soak_checks_catch_a_leak_a_nan_and_a_slowdown():
-    soak = load_soak()
+    soak = load_script("soak")
     steady = [{"step": i + 1, "rss": 1000 * 2**20, "seconds": 0.1} for i in range(400)]
     ok = soak.checks(steady, {5: {"loss": 0.5, "reward": None}})
     assert all(check["passed"] for check in ok.values()) and ok["memory"]["reference_step"] == 100
@@ -76,13 +77,7 @@ def test_teacher_memory_benchmark_smoke(tmp_path):
 
 
 def test_teacher_memory_checks():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "teacher_memory", os.path.join(REPO, "benchmarks", "teacher_memory.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("teacher_memory")
 
     def rows(ours, naive):
         return [{"length": n, "ours_mib": o, "naive_mib": v, "ratio": v / o, "max_abs_difference": 0.0}
