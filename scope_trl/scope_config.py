@@ -64,6 +64,20 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
             The teacher rests on CPU and moves to the accelerator once per generation batch to score the incorrect
             rollouts, then back: its memory is free during generation and the optimizer step, at the cost of one
             transfer each way per generation batch (`teacher/offload_time`). Not with DeepSpeed or FSDP.
+        teacher_model_server_url (`str`, *optional*):
+            Base URL of a vLLM server that hosts the teacher (`vllm serve <teacher>`, e.g. `"http://10.0.0.2:8000"`).
+            The teacher is then not loaded in the training processes: each process sends the token ids of its
+            incorrect rollouts to the server, which returns the teacher's log-prob of every sampled token (TRL's
+            `VLLMClient.get_sequence_logprobs`). Overrides `teacher_model_server_host` and `teacher_model_server_port`.
+            `teacher_model_name_or_path`, when also given, names the served teacher for the tokenizer check and the
+            checkpoint record; it is not loaded. Needs `teacher_temperature=1.0` and `teacher_offload=False`.
+        teacher_model_server_host (`str`, *optional*):
+            Host of the teacher's vLLM server, used with `teacher_model_server_port` when `teacher_model_server_url`
+            is not set. `None` with no URL: the teacher runs in the training processes.
+        teacher_model_server_port (`int`, *optional*, defaults to `8000`):
+            Port of the teacher's vLLM server, used with `teacher_model_server_host`.
+        teacher_model_server_timeout (`float`, *optional*, defaults to `240.0`):
+            Seconds to wait for the teacher's server to answer its health check at start-up before failing.
 
         > Parameters that control routing and the Dual-Path Adaptive Weighting
 
@@ -173,6 +187,29 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
             "host-to-device transfer each way per generation batch. Not with DeepSpeed or FSDP, which place the "
             "teacher themselves (ZeRO-3 shards it instead)."
         },
+    )
+    teacher_model_server_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "Base URL of a vLLM server hosting the teacher (e.g. 'http://10.0.0.2:8000'). The teacher is then "
+            "not loaded locally: the incorrect rollouts' token ids are scored by the server. Overrides "
+            "teacher_model_server_host and teacher_model_server_port."
+        },
+    )
+    teacher_model_server_host: str | None = field(
+        default=None,
+        metadata={
+            "help": "Host of the teacher's vLLM server, used with teacher_model_server_port when "
+            "teacher_model_server_url is not set. None and no URL: the teacher runs in the training processes."
+        },
+    )
+    teacher_model_server_port: int = field(
+        default=8000,
+        metadata={"help": "Port of the teacher's vLLM server, used with teacher_model_server_host."},
+    )
+    teacher_model_server_timeout: float = field(
+        default=240.0,
+        metadata={"help": "Seconds to wait for the teacher's vLLM server to be up at start-up before failing."},
     )
 
     # Parameters that control routing and the Dual-Path Adaptive Weighting
@@ -298,7 +335,8 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
             value = getattr(self, name)
             require(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}.")
 
-        for name in ("teacher_model_name_or_path", "teacher_model_revision"):
+        for name in ("teacher_model_name_or_path", "teacher_model_revision", "teacher_model_server_url",
+                     "teacher_model_server_host"):  # fmt: skip
             value = getattr(self, name)
             require(value is None or (isinstance(value, str) and value.strip() != ""),
                     f"{name} must be None or a non-empty string, got {value!r}.")  # fmt: skip
@@ -323,6 +361,7 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
             math.isfinite(self.teacher_temperature) and self.teacher_temperature > 0,
             f"teacher_temperature must be > 0, got {self.teacher_temperature}.",
         )
+        self._check_teacher_server()
         require(
             math.isfinite(self.scope_tau) and self.scope_tau > 0,
             f"scope_tau must be > 0 (the paper sweeps 0.5, 1.0 and 2.0), got {self.scope_tau}.",
@@ -365,3 +404,39 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
             "use_liger_kernel=True is not supported by SCOPETrainer: its loss is computed from TRL's fused LM head. "
             'Set use_liger_kernel=False (for fused layer kernels, use model_init_kwargs={"use_kernels": True}).',
         )
+
+    @property
+    def teacher_server_base_url(self) -> str | None:
+        """The teacher's vLLM server address, or `None` when the teacher runs in the training processes."""
+        if self.teacher_model_server_url is not None:
+            return self.teacher_model_server_url.rstrip("/")
+        if self.teacher_model_server_host is not None:
+            return f"http://{self.teacher_model_server_host}:{self.teacher_model_server_port}"
+        return None
+
+    def _check_teacher_server(self) -> None:
+        port = self.teacher_model_server_port
+        if not (isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536):
+            raise ValueError(f"teacher_model_server_port must be a port number (1-65535), got {port!r}.")
+        timeout = self.teacher_model_server_timeout
+        if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and math.isfinite(timeout)
+                and timeout >= 0):  # fmt: skip
+            raise ValueError(f"teacher_model_server_timeout must be a number of seconds >= 0, got {timeout!r}.")
+        url = self.teacher_server_base_url
+        if url is None:
+            return
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"teacher_model_server_url must start with http:// or https://, got {url!r} (e.g. 'http://10.0.0.2:8000')."
+            )
+        if self.teacher_offload:
+            raise ValueError(
+                f"teacher_offload=True and a teacher server ({url}) exclude each other: a served teacher has no "
+                "weights in the training processes to offload. Set teacher_offload=False."
+            )
+        if self.teacher_temperature != 1.0:
+            raise ValueError(
+                f"teacher_temperature={self.teacher_temperature} cannot be applied by a teacher server ({url}): vLLM "
+                "returns the raw log-probs of the prompt tokens, before any temperature. Use teacher_temperature=1.0, "
+                "or an in-process teacher (no teacher_model_server_url / teacher_model_server_host)."
+            )

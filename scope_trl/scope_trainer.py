@@ -21,6 +21,7 @@ from .checks import check_model_reference, explain_load_failure, prefer_safetens
 from .losses import boundary_regions, dgpo_terms, ppo_clip_loss
 from .scope_config import SCOPEConfig
 from .surrogate_trainer import PolicyBatch, SurrogateGRPOTrainer
+from .teacher_server import TeacherServer, unpadded_sequences
 from .weights import dual_path_weights
 
 
@@ -55,7 +56,9 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             The teacher, as a name or path (loaded with `args.teacher_model_init_kwargs`, by default in the training
             precision) or as a model instance. Defaults to `args.teacher_model_name_or_path`. It must share the
             student's tokenizer. It is frozen, kept in eval mode, never saved in checkpoints (only recorded in
-            `scope_teacher.json`), sharded under ZeRO-3 and replicated otherwise.
+            `scope_teacher.json`), sharded under ZeRO-3 and replicated otherwise. With a teacher server
+            (`args.teacher_model_server_url` or `_host`) nothing is loaded: the server scores the incorrect rollouts
+            (`scope_trl.teacher_server`), and `teacher_model` must be left `None`.
 
     Implementation notes (decisions where the paper is silent, see `shared/docs/scope_method.md` §13):
 
@@ -106,13 +109,20 @@ class SCOPETrainer(SurrogateGRPOTrainer):
                 "the teacher, e.g. SCOPEConfig(..., teacher_model_name_or_path=...)."
             )
         teacher = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
-        if teacher is None:
+        server_url = args.teacher_server_base_url
+        if server_url is not None and teacher_model is not None:
             raise ValueError(
-                "SCOPETrainer needs a teacher: pass `teacher_model=` (a name, a path or a model instance) or set "
-                "`teacher_model_name_or_path` in the SCOPEConfig."
+                f"A teacher was passed as `teacher_model=` and a teacher server is configured ({server_url}): choose "
+                "one. With a server, name the served teacher with `teacher_model_name_or_path` (it is not loaded)."
+            )
+        if teacher is None and server_url is None:
+            raise ValueError(
+                "SCOPETrainer needs a teacher: pass `teacher_model=` (a name, a path or a model instance), set "
+                "`teacher_model_name_or_path` in the SCOPEConfig, or serve it with vLLM and set "
+                "`teacher_model_server_url`."
             )
         self._refuse_multimodal(kwargs.get("processing_class"))  # before loading anything, when it is given
-        if isinstance(teacher, str):
+        if isinstance(teacher, str) and server_url is None:
             check_model_reference(teacher, "teacher", "teacher_model / teacher_model_name_or_path")
         super().__init__(model, reward_funcs, args=args, **kwargs)
         self._refuse_multimodal(self.processing_class)
@@ -121,7 +131,14 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         self._last_rewards_per_func = None
         self._warned_nonfinite_teacher = False
         self._teacher_offload_seconds = 0.0  # host-device transfer time of the current generation batch
-        self.teacher_model = self._prepare_teacher(teacher)
+        if server_url is not None:  # the teacher lives on a vLLM server: nothing to load here
+            self.teacher_model, self.teacher_vocab_size = None, None
+            self.teacher_server = TeacherServer(server_url, args.teacher_model_server_timeout)
+            teacher = teacher or self.teacher_server.model_name
+            self._check_teacher_tokenizer_files(teacher)
+        else:
+            self.teacher_server = None
+            self.teacher_model = self._prepare_teacher(teacher)
         self.teacher_record = self._teacher_record(teacher)
 
     # ---------------------------------------------------------------------------------------------------------------
@@ -225,24 +242,29 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         module = self.accelerator.unwrap_model(self.teacher_model) if self.teacher_model is not None else None
         config = getattr(module, "config", None)
         name = teacher if isinstance(teacher, str) else (get_config_model_id(config) if config else None)
-        return {
+        record = {
             "name_or_path": name,
             "revision": self.args.teacher_model_revision,
             "commit_hash": getattr(config, "_commit_hash", None),
-            "dtype": str(getattr(module, "dtype", None)).replace("torch.", ""),
+            "dtype": str(getattr(module, "dtype", None)).replace("torch.", "") if module is not None else None,
             "temperature": self.args.teacher_temperature,
         }
+        if self.teacher_server is not None:
+            record["server_url"] = self.teacher_server.base_url
+        return record
+
+    _TOKENIZER_WHY = (
+        "SCOPE feeds the student's sampled token ids to the teacher, so a different token-to-id map would make the "
+        "teacher score different text and the distillation signal meaningless. Use a teacher from the student's "
+        "model family (same tokenizer)."
+    )
 
     def _check_teacher_tokenizer(self, teacher: PreTrainedModel) -> None:
         """The teacher scores the student's token ids, so both must map text to the same ids."""
         student_name = get_config_model_id(self.model.config) or "the student"
         teacher_name = get_config_model_id(teacher.config) or "the teacher"
         student_tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-        why = (
-            "SCOPE feeds the student's sampled token ids to the teacher, so a different token-to-id map would make the "
-            "teacher score different text and the distillation signal meaningless. Use a teacher from the student's "
-            "model family (same tokenizer)."
-        )
+        why = self._TOKENIZER_WHY
         teacher_vocab_size = teacher.config.get_text_config().vocab_size
         if len(student_tokenizer) > teacher_vocab_size:
             raise ValueError(
@@ -260,6 +282,13 @@ class SCOPETrainer(SurrogateGRPOTrainer):
                 UserWarning,
                 stacklevel=3,
             )
+        self._check_teacher_tokenizer_files(teacher_name)
+
+    def _check_teacher_tokenizer_files(self, teacher_name: str) -> None:
+        """Compare the teacher's own tokenizer (loaded by name, when it can be) with the student's."""
+        student_name = get_config_model_id(self.model.config) or "the student"
+        student_tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        why = self._TOKENIZER_WHY
         try:
             teacher_tokenizer = AutoTokenizer.from_pretrained(
                 teacher_name, revision=self.args.teacher_model_revision, trust_remote_code=self.args.trust_remote_code
@@ -388,6 +417,8 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         teacher_logps = torch.zeros(input_ids.size(0), logits_to_keep, device=input_ids.device)
         selected = rows.nonzero().squeeze(1)
         num_rows = selected.numel()
+        if self.teacher_server is not None:
+            return self._score_with_teacher_server(teacher_logps, input_ids, attention_mask, selected)
         sharded = self.is_fsdp_enabled or (
             self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3
         )
@@ -415,6 +446,19 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             )
         logps = logps.float().masked_fill(unknown[:, -logits_to_keep:], float("-inf"))
         teacher_logps[selected[:num_rows]] = logps[:num_rows]
+        return teacher_logps
+
+    def _score_with_teacher_server(self, teacher_logps, input_ids, attention_mask, selected) -> torch.Tensor:
+        """`_score_with_teacher` through the teacher's vLLM server: the selected rows, unpadded, in one request."""
+        if selected.numel() == 0:
+            return teacher_logps
+        width = teacher_logps.size(1)
+        ids, mask = input_ids[selected], attention_mask[selected]
+        sequences, starts = unpadded_sequences(ids[:, :-width], mask[:, :-width], ids[:, -width:], mask[:, -width:])
+        scores = self.teacher_server.score(sequences, starts)
+        # Positions past a completion are no loss tokens: 0 there, as for unscored rows.
+        padded = [row + [0.0] * (width - len(row)) for row in scores]
+        teacher_logps[selected] = torch.tensor(padded, device=teacher_logps.device)
         return teacher_logps
 
     def _generate_and_score_completions(self, inputs):

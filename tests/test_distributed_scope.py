@@ -25,9 +25,11 @@ import pytest
 import torch
 
 from scope_trl.scope_trainer import CORRECT, INCORRECT
+from scope_trl.teacher_server import unpadded_sequences
 from scope_trl.weights import dual_path_weights
 
 from .distributed_utils import SCRIPTS_DIR, launch_script
+from .fake_vllm_server import FakeVLLMServer
 
 
 pytestmark = pytest.mark.distributed
@@ -292,3 +294,28 @@ def test_zero3_peft_end_to_end(toy_paths, tmp_path):
     assert report["num_params_compared"] == 8, report  # lora_A and lora_B of q_proj and v_proj, 2 layers
     assert report["num_frozen_params"] > 0, report
     check_records(ranks, zero3=True)
+
+
+def test_zero3_with_the_teacher_on_a_server(toy_paths, tmp_path):
+    """ZeRO-3 with the teacher on a (fake) vLLM server: no teacher forward, hence no collective to pad; each process
+    sends exactly its own incorrect rows, unpadded, and the weights are what one process computes on the global batch."""
+    pytest.importorskip("requests")
+    from transformers import AutoModelForCausalLM
+
+    teacher = AutoModelForCausalLM.from_pretrained(toy_paths["teacher"])
+    with FakeVLLMServer(teacher, model_name=toy_paths["teacher"]) as server:
+        report, ranks = launch("zero3_cpu.yaml", toy_paths, tmp_path, "--teacher_server_url", server.url)
+    assert report["zero_stage"] == 3 and report["global_step"] == 2, report
+    assert report["params_changed"] and report["ranks_in_sync"], report
+    assert report["teacher_wrapper"] == "NoneType", report  # nothing of the teacher in the training processes
+    expected = []
+    for batch in generation_batches(ranks):
+        check_weights(batch)  # includes: the incorrect rows, and only they, got (negative) teacher log-probs
+        for record in batch:
+            rows = [i for i, path in enumerate(record["scope_path"]) if path == INCORRECT]
+            assert record["score_rows"] == rows and record["teacher_calls"] == []
+            tensors = [torch.tensor(record[key])[rows] for key in
+                       ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")]  # fmt: skip
+            expected += unpadded_sequences(*tensors)[0]
+    sent = [sequence for request in server.requests for sequence in request["prompt"]]
+    assert sent and sorted(sent) == sorted(expected)

@@ -69,6 +69,13 @@ INVALID_VALUES = [
     ({"correctness_reward": 1.5}, "correctness_reward must be a reward function's name or position"),
     ({"distillation_advantage_clip": 0.0}, "distillation_advantage_clip must be None"),
     ({"distillation_advantage_clip": float("inf")}, "distillation_advantage_clip"),
+    ({"teacher_model_server_url": ""}, "teacher_model_server_url must be None or a non-empty string"),
+    ({"teacher_model_server_url": "localhost:8000"}, "must start with http:// or https://"),
+    ({"teacher_model_server_host": 7}, "teacher_model_server_host must be None or a non-empty string"),
+    ({"teacher_model_server_port": 0}, "teacher_model_server_port must be a port number"),
+    ({"teacher_model_server_timeout": -1.0}, "teacher_model_server_timeout must be a number of seconds >= 0"),
+    ({"teacher_model_server_url": "http://h:1", "teacher_offload": True}, "teacher_offload=True and a teacher server"),
+    ({"teacher_model_server_host": "h", "teacher_temperature": 0.7}, "cannot be applied by a teacher server"),
 ]
 
 
@@ -76,6 +83,15 @@ INVALID_VALUES = [
 def test_invalid_values_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make(**kwargs)
+
+
+def test_teacher_server_address():
+    assert make().teacher_server_base_url is None
+    assert make(teacher_model_server_host="10.0.0.2", teacher_model_server_port=8001).teacher_server_base_url == (
+        "http://10.0.0.2:8001"
+    )
+    both = make(teacher_model_server_url="https://teacher.example/", teacher_model_server_host="10.0.0.2")
+    assert both.teacher_server_base_url == "https://teacher.example"  # the URL wins, as vllm_server_base_url does
 
 
 def test_correctness_reward_accepts_a_position():

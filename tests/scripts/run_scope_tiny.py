@@ -54,6 +54,11 @@ def parse_args(argv=None):
         action="store_true",
         help="pass the teacher as SCOPEConfig(teacher_model_name_or_path=...) instead of SCOPETrainer(teacher_model=...)",
     )
+    parser.add_argument(
+        "--teacher_server_url",
+        default=None,
+        help="score with the teacher on this (fake) vLLM server (teacher_model_server_url); --teacher names it",
+    )
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--result", required=True, help="where the main process writes the JSON report")
     parser.add_argument("--records_dir", required=True, help="where every process writes rank<r>.json")
@@ -92,13 +97,13 @@ def install_recorders(trainer, records):
 
     current = {}  # what the generation batch in progress has captured so far
 
-    teacher_module = getattr(trainer.teacher_model, "module", trainer.teacher_model)  # inside a DeepSpeed engine
-
     def count_teacher_forward(module, args, kwargs):
         input_ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
         current.setdefault("teacher_calls", []).append(input_ids.tolist())
 
-    teacher_module.register_forward_pre_hook(count_teacher_forward, with_kwargs=True)
+    if trainer.teacher_model is not None:  # None when a server scores
+        teacher_module = getattr(trainer.teacher_model, "module", trainer.teacher_model)  # inside a DeepSpeed engine
+        teacher_module.register_forward_pre_hook(count_teacher_forward, with_kwargs=True)
 
     original_weights = scope_module.dual_path_weights
 
@@ -196,7 +201,8 @@ def main(argv=None):
         save_strategy="no",
         seed=args.seed,
         dataloader_num_workers=0,
-        teacher_model_name_or_path=args.teacher if args.teacher_in_config else None,
+        teacher_model_name_or_path=args.teacher if args.teacher_in_config or args.teacher_server_url else None,
+        teacher_model_server_url=args.teacher_server_url,
     )
     peft_config = None
     if args.use_peft:
@@ -211,12 +217,14 @@ def main(argv=None):
             args=config,
             train_dataset=make_arithmetic_dataset(args.num_prompts, seed=0),
             peft_config=peft_config,
-            teacher_model=None if args.teacher_in_config else args.teacher,
+            teacher_model=None if args.teacher_in_config or args.teacher_server_url else args.teacher,
         )
     records = []
     install_recorders(trainer, records)
 
-    teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
+    # A served teacher has no weights here: a frozen stand-in keeps the report's teacher fields well defined.
+    served = trainer.teacher_model is None
+    teacher = torch.nn.Linear(1, 1).requires_grad_(False) if served else trainer.accelerator.unwrap_model(trainer.teacher_model)  # fmt: skip
     teacher_before = snapshot(teacher, trainable=False)
     before, frozen_before = snapshot(trainer.model, trainable=True), snapshot(trainer.model, trainable=False)
     trainer.train()
