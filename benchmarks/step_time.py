@@ -1,148 +1,791 @@
-"""Step time and peak memory of DGPOTrainer and SCOPETrainer relative to TRL's GRPOTrainer, measured in one run.
+"""Step time of GRPO, DGPO, SCOPE and TRL's DistillationTrainer, split into the phases of a step, in one run.
 
-Every trainer runs the same number of optimizer steps on the same generated task, with the same student (and, for
-SCOPE, a teacher twice as wide), the same batch shape and the same seed. The first `--warmup` steps are excluded from
-the timing. Printed ratios are trainer / GRPO; a ratio above 1 is slower (or larger).
+Every row trains the same student (a random Qwen3, `scope_trl.toy`) with the same seed, batch shape and number of
+optimizer steps; SCOPE's teacher (and the distillation trainer's) is the same model, twice as wide. Every completion
+runs to the length cap (`generation_kwargs={"min_new_tokens": completion}`), so all rows generate and train on the
+same number of tokens and the non-generation part of a step can be compared without generation's noise. The verifier
+is fixed: rollout i of each prompt group is correct iff i < round(accuracy x num_generations) (accuracy 50% unless the
+row says otherwise), so the routing is the same in every run.
 
-    python benchmarks/step_time.py                       # CPU, small models (about a minute on 2 cores)
-    python benchmarks/step_time.py --hidden 1024 --layers 8 --device cuda --bf16 --steps 20 --completion 256
+Rows:
+
+    grpo              TRL's GRPOTrainer (the baseline)
+    dgpo              DGPOTrainer
+    scope             SCOPETrainer (verifier 50% correct: half the rollouts are distilled, half reinforced)
+    scope_no_routing  SCOPETrainer with routing=False (plain OPD: the teacher scores every rollout)
+    distillation      TRL's DistillationTrainer: on-policy (student-generated), beta=1 (reverse KL, the closest to
+                      SCOPE's OPD), full-vocabulary divergence against the teacher in every loss forward. It samples one
+                      completion per prompt and generates at every optimizer step: the same student, teacher, rollouts
+                      per optimizer step (`--batch`) and completion length, but `--batch` distinct prompts per step
+                      instead of `--batch / --generations` prompts x `--generations`
+    scope_acc0        SCOPE, verifier 0% correct (every rollout is distilled)
+    scope_acc100      SCOPE, verifier 100% correct (no teacher forward at all)
+
+Phases, timed per optimizer step by wrapping the trainer instance's own methods (nothing of the trainers is changed;
+with `--device cuda` every boundary synchronises the device):
+
+    generation        `_generate` (tokenise, sample, decode, length metrics)
+    reward            `_calculate_rewards`
+    π_old fwd (TRL)   TRL's own no-grad student forward for `old_per_token_logps` (off-policy only)
+    π_old fwd (extra) a no-grad student forward made after TRL's scoring: SCOPE's, when TRL made none
+    teacher           SCOPE: `_score_with_teacher`; distillation: the teacher's forward inside the loss
+    scoring rest      the rest of `_prepare_inputs` (padding, advantages, SCOPE's routing, weights, metrics, split)
+    loss fwd          `compute_loss` (less the distillation teacher's forward)
+    loss bwd          the rest of `training_step`: the backward
+    clip+norm         gradient clipping and norm (with our trainers' non-finite check)
+    optimizer         `on_pre_optimizer_step` -> `on_optimizer_step`
+    other             the rest of `on_step_begin` -> `on_step_end` (scheduler, zero_grad, callbacks)
+
+Each row runs in its own process (`--isolation process`: no row inherits warm caches or a memory high-water mark from
+another), `--repeats` times in a rotated order; the phase tables show the median over repeats of the mean over the timed
+steps (the first `--warmup` steps are not timed). Peak memory is the row's own: CUDA's `max_memory_allocated`, or on
+CPU the process's resident high-water mark (`VmHWM`, reset just before training).
+
+Targets (exit status 1 if one is missed):
+
+    SCOPE's own overhead = (SCOPE step - its generation - its teacher scoring - its extra π_old forward)
+                           - (GRPO step - GRPO's generation), at most 3% of GRPO's step; each run's value is its
+                           median over generation cycles (robust to a stray slow step), each row's the median over
+                           repeats. DGPO's value on the same scale (expected ≈ 0) shows the noise floor
+    teacher time proportional to the share of incorrect rollouts: a least-squares line through the sweep
+    (verifier 0%, 50%, 100% correct) has an intercept and residuals within 15% of its value at share 1
+
+Outputs in `--output-dir` (default `benchmarks/results`): `step_time_<device>.md`, `.json`, `.png`.
+
+    python benchmarks/step_time.py                       # CPU, small models (about 5 minutes on 2 cores)
+    python benchmarks/step_time.py --hidden 1024 --layers 8 --device cuda --bf16 --completion 256
     python benchmarks/step_time.py --hidden 1024 --layers 28 --vocab 151936 --device cuda --bf16   # Qwen3-0.6B-like
-
-SCOPE does more work than GRPO by design (a teacher forward per generation batch, and a student forward when TRL
-computes no old log-probs); DGPO's loss should cost the same as GRPO's.
+    python benchmarks/step_time.py --smoke --output-dir /tmp/st      # seconds; every row and phase, no targets
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import json
 import os
-import resource
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-from transformers import TrainerCallback
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+OVERHEAD_TARGET = 0.03  # SCOPE's own overhead, as a fraction of GRPO's step
+PROPORTIONALITY_TOLERANCE = 0.15  # intercept and residuals of the teacher-time line, as a fraction of its value at 1
+RESULT_MARKER = "STEP_TIME_ROW "
+
+# key: (label, trainer, verifier accuracy, SCOPE routing)
+ROWS = {
+    "grpo": ("GRPO", "grpo", 0.5, None),
+    "dgpo": ("DGPO", "dgpo", 0.5, None),
+    "scope": ("SCOPE", "scope", 0.5, True),
+    "scope_no_routing": ("SCOPE routing=False", "scope", 0.5, False),
+    "distillation": ("TRL DistillationTrainer", "distillation", None, None),
+    "scope_acc0": ("SCOPE, verifier 0%", "scope", 0.0, True),
+    "scope_acc100": ("SCOPE, verifier 100%", "scope", 1.0, True),
+}
+SWEEP = ("scope_acc0", "scope", "scope_acc100")  # verifier accuracy 0%, 50%, 100%
+PHASES = {
+    "generation": "generation",
+    "reward": "reward",
+    "old_forward": "π_old fwd (TRL)",
+    "extra_forward": "π_old fwd (extra)",
+    "teacher": "teacher",
+    "scoring_rest": "scoring rest",
+    "loss_forward": "loss fwd",
+    "loss_backward": "loss bwd",
+    "grad_norm": "clip+norm",
+    "optimizer": "optimizer",
+    "other": "other",
+}
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hidden", type=int, default=128, help="student hidden size (teacher: 2x)")
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument(
         "--vocab", type=int, default=None, help="embedding rows (default: the toy tokenizer's; 151936 is Qwen3's)"
     )
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=16, help="per-device train batch size")
-    parser.add_argument("--generations", type=int, default=8)
-    parser.add_argument("--completion", type=int, default=32, help="max completion length")
-    parser.add_argument("--steps-per-generation", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=18, help="optimizer steps per run, warm-up included")
+    parser.add_argument("--warmup", type=int, default=2, help="first steps not timed")
+    parser.add_argument("--batch", type=int, default=16, help="per-device train batch size (rollouts per step)")
+    parser.add_argument("--generations", type=int, default=8, help="rollouts per prompt")
+    parser.add_argument("--completion", type=int, default=32, help="completion length (every completion reaches it)")
+    parser.add_argument(
+        "--steps-per-generation",
+        type=int,
+        default=1,
+        help="1 (the paper's setting): on-policy, TRL computes no π_old and SCOPE makes its own forward; >1: TRL does",
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="runs of every row (medians are reported)")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, among {', '.join(ROWS)}")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--trainers", default="grpo,dgpo,scope")
-    return parser.parse_args()
+    parser.add_argument(
+        "--isolation", choices=["process", "none"], default=None, help="a process per run (default; --smoke: none)"
+    )
+    parser.add_argument("--output-dir", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny models, one repeat, in-process: seconds, no targets"
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one row and print its JSON
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.hidden, args.layers, args.batch, args.generations, args.completion = 16, 1, 4, 4, 8
+        args.warmup, args.steps = args.steps_per_generation, 2 * args.steps_per_generation
+        args.repeats = 1
+    if args.isolation is None:
+        args.isolation = "none" if args.smoke else "process"
+    args.rows = [key.strip() for key in args.rows.split(",") if key.strip()]
+    unknown = [key for key in args.rows if key not in ROWS]
+    if unknown:
+        parser.error(f"unknown row(s) {unknown}; choose among {', '.join(ROWS)}")
+    cycle = args.steps_per_generation
+    if args.warmup % cycle or (args.steps - args.warmup) % cycle or args.steps <= args.warmup:
+        parser.error(
+            f"--warmup ({args.warmup}) and the timed steps (--steps - --warmup = {args.steps - args.warmup}) must be "
+            f"positive multiples of --steps-per-generation ({cycle}), so that every timed window holds whole "
+            "generation cycles"
+        )
+    if args.batch % args.generations:
+        parser.error(f"--batch ({args.batch}) must be a multiple of --generations ({args.generations})")
+    return args
 
 
-class StepTimer(TrainerCallback):
-    """Records the wall time of every optimizer step (generation, scoring, forward, backward, optimizer)."""
+def fixed_accuracy_reward(accuracy: float, group_size: int):
+    """A verifier whose verdict ignores the text: rollout i of each group is correct iff i < round(accuracy x G)."""
+    correct = round(accuracy * group_size)
 
-    def __init__(self):
-        self.times, self._start = [], None
+    def verifier(completions, **kwargs):
+        return [1.0 if index % group_size < correct else 0.0 for index in range(len(completions))]
 
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self._start)
+    verifier.__name__ = f"verifier_{round(accuracy * 100)}pct"
+    return verifier
 
 
-def peak_memory_mb(device: str) -> float:
+# --------------------------------------------------------------------------------------------------------------------
+# One run of one row
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def reset_peak_memory(device: str) -> str:
+    """Start a peak-memory window; returns how the peak is measured."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return "CUDA max_memory_allocated"
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
+        return "resident high-water mark (VmHWM), reset before training"
+    except OSError:
+        return "process resident high-water mark (ru_maxrss: includes everything before training)"
+
+
+def peak_memory_mib(device: str) -> float:
+    import resource
+
     import torch
 
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process high-water mark (Linux: KiB)
+    try:
+        return _status_kib("VmHWM") / 1024
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(name: str, paths: dict, args, root: Path) -> dict:
-    import torch
-    from trl import GRPOConfig, GRPOTrainer
+class PhaseRecorder:
+    """Wraps a trainer instance's own methods (instance attributes: the class is untouched) and times every phase of
+    each optimizer step; `callback()` is the transformers callback that delimits the steps and times the optimizer."""
+
+    def __init__(self, trainer, sync: bool):
+        import torch
+        from transformers import TrainerCallback
+        from trl import GRPOTrainer
+
+        self.trainer, self.steps, self.step = trainer, [], None
+        self._now = (lambda: (torch.cuda.synchronize(), time.perf_counter())[1]) if sync else time.perf_counter
+        self._marks: dict[str, float] = {}
+        self._scoring = False  # inside `_generate_and_score_completions`
+        self._in_loss = False  # inside `compute_loss`
+        self._trl_scoring_code = GRPOTrainer._generate_and_score_completions.__code__
+        recorder = self
+
+        class Callback(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                recorder.step = {}
+                recorder._marks = {"begin": recorder._now()}
+
+            def on_pre_optimizer_step(self, args, state, control, **kwargs):
+                now = recorder._now()
+                recorder.add("grad_norm", now - recorder._marks.get("training_step_end", now))
+                recorder._marks["pre_optimizer"] = now
+
+            def on_optimizer_step(self, args, state, control, **kwargs):
+                recorder.add("optimizer", recorder._now() - recorder._marks["pre_optimizer"])
+
+            def on_step_end(self, args, state, control, **kwargs):
+                recorder.add("total", recorder._now() - recorder._marks["begin"])
+                recorder.steps.append(recorder.step)
+                recorder.step = None
+
+        self._callback = Callback()
+        self._wrap("training_step", self._after_training_step)
+        self._wrap("_prepare_inputs", "prepare")
+        self._wrap("_generate_and_score_completions", "scoring", flag="_scoring")
+        self._wrap("_generate", self._after_generate)
+        self._wrap("_calculate_rewards", "reward")
+        self._wrap("_score_with_teacher", "teacher")
+        self._wrap("compute_loss", "compute_loss", flag="_in_loss")
+        self._wrap("_get_per_token_logps_and_entropies", self._classify_logps)  # GRPO and our trainers
+        self._wrap("_get_last_hidden_state", self._classify_hidden)  # DistillationTrainer
+
+    def callback(self):
+        return self._callback
+
+    def add(self, key: str, value: float) -> None:
+        if self.step is not None:
+            self.step[key] = self.step.get(key, 0.0) + value
+
+    def _wrap(self, name: str, key, flag: str | None = None) -> None:
+        original = getattr(self.trainer, name, None)
+        if original is None:
+            return
+
+        def wrapper(*args, **kwargs):
+            caller = sys._getframe(1).f_code
+            if flag:
+                setattr(self, flag, True)
+            start = self._now()
+            try:
+                result = original(*args, **kwargs)
+            finally:
+                elapsed = self._now() - start
+                if flag:
+                    setattr(self, flag, False)
+            if callable(key):
+                key(elapsed, args, kwargs, result, caller)
+            else:
+                self.add(key, elapsed)
+            return result
+
+        setattr(self.trainer, name, wrapper)
+
+    def _after_training_step(self, elapsed, args, kwargs, result, caller):
+        self.add("training_step", elapsed)
+        self._marks["training_step_end"] = self._now()
+
+    def _after_generate(self, elapsed, args, kwargs, result, caller):
+        self.add("generation", elapsed)
+        lengths = [len(ids) for ids in result[1]]  # completion ids, in GRPO's and the distillation trainer's order
+        self.add("n_generations", 1)
+        self.add("n_rollouts", len(lengths))
+        if self.step is not None:
+            self.step["min_length"] = min(self.step.get("min_length", 1 << 30), *lengths)
+            self.step["max_length"] = max(self.step.get("max_length", 0), *lengths)
+
+    def _is_teacher(self, model) -> bool:
+        teacher = getattr(self.trainer, "teacher_model", None)
+        return teacher is not None and (model is teacher or model is self.trainer.accelerator.unwrap_model(teacher))
+
+    def _classify_logps(self, elapsed, args, kwargs, result, caller):
+        model = args[0] if args else kwargs["model"]
+        rows = (args[1] if len(args) > 1 else kwargs["input_ids"]).size(0)
+        if self._is_teacher(model):
+            self.add("teacher_forward", elapsed)  # inside `_score_with_teacher`, which is the "teacher" phase
+            self.add("n_teacher_rows", rows)
+        elif self._scoring:  # a no-grad student (or reference) forward made while scoring the generation batch
+            kind = "old_forward" if caller is self._trl_scoring_code else "extra_forward"
+            self.add(kind, elapsed)
+            self.add(f"n_{kind}_calls", 1)
+
+    def _classify_hidden(self, elapsed, args, kwargs, result, caller):
+        model = args[0] if args else kwargs["unwrapped_model"]
+        if self._is_teacher(model):
+            self.add("teacher", elapsed)
+            self.add("teacher_in_loss", elapsed)
+            self.add("n_teacher_rows", (args[1] if len(args) > 1 else kwargs["input_ids"]).size(0))
+
+
+def step_phases(step: dict) -> dict:
+    """Seconds of each phase in one optimizer step (raw timers -> `PHASES`, plus `total`)."""
+    get = step.get
+    teacher_while_scoring = get("teacher", 0.0) - get("teacher_in_loss", 0.0)
+    phases = {
+        "generation": get("generation", 0.0),
+        "reward": get("reward", 0.0),
+        "old_forward": get("old_forward", 0.0),
+        "extra_forward": get("extra_forward", 0.0),
+        "teacher": get("teacher", 0.0),
+        "scoring_rest": get("prepare", 0.0)
+        - get("generation", 0.0)
+        - get("reward", 0.0)
+        - get("old_forward", 0.0)
+        - get("extra_forward", 0.0)
+        - teacher_while_scoring,
+        "loss_forward": get("compute_loss", 0.0) - get("teacher_in_loss", 0.0),
+        "loss_backward": get("training_step", 0.0) - get("prepare", 0.0) - get("compute_loss", 0.0),
+        "grad_norm": get("grad_norm", 0.0),
+        "optimizer": get("optimizer", 0.0),
+    }
+    phases["other"] = get("total", 0.0) - sum(phases.values())
+    phases["total"] = get("total", 0.0)
+    return phases
+
+
+def build_trainer(key: str, args, paths: dict, output_dir: Path):
+    from trl import DistillationConfig, DistillationTrainer, GRPOConfig, GRPOTrainer
 
     from scope_trl import DGPOConfig, DGPOTrainer, SCOPEConfig, SCOPETrainer
-    from scope_trl.toy import contains_digit_reward, make_arithmetic_dataset
+    from scope_trl.toy import make_arithmetic_dataset
 
+    _, kind, accuracy, routing = ROWS[key]
+    common = {
+        "output_dir": str(output_dir),
+        "use_cpu": args.device == "cpu",
+        "bf16": args.bf16,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "per_device_train_batch_size": args.batch,
+        "max_completion_length": args.completion,
+        "generation_kwargs": {"min_new_tokens": args.completion},  # every completion runs to the cap
+        "max_steps": args.steps,
+        "logging_steps": args.steps,
+        "save_strategy": "no",
+        "learning_rate": 1e-5,
+        "seed": 0,
+        "gradient_checkpointing": False,
+    }
+    dataset = make_arithmetic_dataset(args.batch * args.steps, seed=0, conversational=False)
+    if kind == "distillation":
+        teacher_kwargs = {"dtype": "bfloat16"} if args.bf16 else None  # SCOPE's teacher loads in the training dtype
+        config = DistillationConfig(**common, beta=1.0, teacher_model_init_kwargs=teacher_kwargs)
+        return DistillationTrainer(
+            model=paths["student"], teacher_model=paths["teacher"], args=config, train_dataset=dataset
+        )
     config_class, trainer_class, extra = {
         "grpo": (GRPOConfig, GRPOTrainer, {}),
         "dgpo": (DGPOConfig, DGPOTrainer, {}),
-        "scope": (SCOPEConfig, SCOPETrainer, {"teacher_model_name_or_path": paths["teacher"]}),
-    }[name]
+        "scope": (SCOPEConfig, SCOPETrainer, {"teacher_model_name_or_path": paths["teacher"], "routing": routing}),
+    }[kind]
     config = config_class(
-        output_dir=str(root / name),
-        use_cpu=args.device == "cpu",
-        bf16=args.bf16,
-        report_to="none",
-        disable_tqdm=True,
-        per_device_train_batch_size=args.batch,
+        **common,
         num_generations=args.generations,
-        max_completion_length=args.completion,
         steps_per_generation=args.steps_per_generation,
-        max_steps=args.steps,
-        logging_steps=args.steps,
-        save_strategy="no",
-        learning_rate=1e-5,
-        seed=0,
-        gradient_checkpointing=False,
+        mask_truncated_completions=False,  # completions at the cap are "truncated": they must still train
         **extra,
     )
+    return trainer_class(
+        model=paths["student"],
+        reward_funcs=fixed_accuracy_reward(accuracy, args.generations),
+        args=config,
+        train_dataset=dataset,
+    )
+
+
+def run_row(key: str, args, paths: dict) -> dict:
+    """Train one row for `args.steps` steps; the per-step mean of every phase over the timed steps, and the peak."""
+    import gc
+
+    import torch
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # "Loading weights" bars
+    with tempfile.TemporaryDirectory(prefix=f"step-time-{key}-") as output_dir, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = build_trainer(key, args, paths, Path(output_dir))
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        recorder = PhaseRecorder(trainer, sync=args.device == "cuda")
+        trainer.add_callback(recorder.callback())
+        gc.collect()
+        memory_method = reset_peak_memory(args.device)
+        trainer.train()
+        peak = peak_memory_mib(args.device)
+    timed = recorder.steps[args.warmup :]
+    per_step = [step_phases(step) for step in timed]
+    phases = {name: statistics.fmean(step[name] for step in per_step) for name in [*PHASES, "total"]}
+    # The step less generation, teacher and extra forward, as a median over generation cycles (whole cycles, so
+    # that with several steps per generation the generating step is not always left out): robust to a stray slow
+    # step, which a mean over 16 steps on a shared machine is not.
+    own = [own_seconds(step) for step in per_step]
+    cycle = args.steps_per_generation
+    own_median = statistics.median(statistics.fmean(own[i : i + cycle]) for i in range(0, len(own), cycle))
+
+    def total(name):
+        return sum(step.get(name, 0) for step in timed)
+
+    rollouts, generations = total("n_rollouts"), max(1, total("n_generations"))
+    result = {
+        "key": key,
+        "phases": phases,
+        "steps_timed": len(timed),
+        "step_totals": [step["total"] for step in per_step],
+        "own": own_median,
+        "rollouts_per_generation": rollouts / generations,
+        "teacher_rows_per_generation": total("n_teacher_rows") / generations,
+        "incorrect_share": total("n_teacher_rows") / rollouts if rollouts else float("nan"),
+        "teacher_forward": total("teacher_forward") / len(timed),
+        "old_forwards_per_generation": total("n_old_forward_calls") / generations,
+        "extra_forwards_per_generation": total("n_extra_forward_calls") / generations,
+        "completion_lengths": [min(s.get("min_length", 0) for s in timed), max(s.get("max_length", 0) for s in timed)],
+        "peak_mib": peak,
+        "memory": memory_method,
+    }
+    del trainer, recorder
+    gc.collect()
     if args.device == "cuda":
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    timer = StepTimer()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer = trainer_class(
-            model=paths["student"],
-            reward_funcs=contains_digit_reward,
-            args=config,
-            train_dataset=make_arithmetic_dataset(args.batch * args.steps, seed=0, conversational=False),
-            callbacks=[timer],
-        )
-        trainer.train()
-    measured = timer.times[args.warmup :]
-    result = {"step_s": sum(measured) / len(measured), "peak_mb": peak_memory_mb(args.device)}
-    del trainer
-    gc.collect()
     return result
 
 
-def main():
-    args = parse_args()
+def run_isolated(key: str, args, paths: dict) -> dict:
+    """`run_row` in a fresh Python process: its own peak memory, no warm caches from an earlier row."""
+    settings = {**vars(args), "paths": paths}
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps({"key": key, **settings})]
+    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+    for line in completed.stdout.splitlines():
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER) :])
+    raise RuntimeError(f"row {key} failed (exit {completed.returncode}):\n{completed.stderr[-4000:]}")
+
+
+def worker(payload: str) -> int:
+    settings = json.loads(payload)
+    key, paths = settings.pop("key"), settings.pop("paths")
+    result = run_row(key, argparse.Namespace(**settings), paths)
+    print(RESULT_MARKER + json.dumps(result), flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Summaries and targets
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def median_phases(repeats: list[dict]) -> dict:
+    return {name: statistics.median(r["phases"][name] for r in repeats) for name in [*PHASES, "total"]}
+
+
+def own_seconds(phases: dict) -> float:
+    """A step less its generation, teacher scoring and extra π_old forward: what a trainer adds to GRPO's machinery
+    of the same step (for GRPO itself: the step less generation)."""
+    return phases["total"] - phases["generation"] - phases["teacher"] - phases["extra_forward"]
+
+
+def run_own(run: dict) -> float:
+    """`own_seconds` of one run: its median over generation cycles when recorded, else from the mean phases."""
+    return run["own"] if "own" in run else own_seconds(run["phases"])
+
+
+def fit_line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares (intercept, slope) of y on x."""
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
+    return mean_y - slope * mean_x, slope
+
+
+def checks(rows: dict[str, dict]) -> dict:
+    """The two targets, from `rows[key]["repeats"]` (each repeat: `phases` in seconds per step, `incorrect_share`).
+
+    overhead:     median over repeats of SCOPE's `own_seconds` minus the median of GRPO's, <= OVERHEAD_TARGET x the
+                  median of GRPO's step (`range`: the smallest and largest difference over all pairs of repeats)
+    proportional: a least-squares line of teacher time on the incorrect share through the sweep rows (medians) has
+                  |intercept| and every |residual| <= PROPORTIONALITY_TOLERANCE x its value at share 1, and a positive
+                  slope
+    A check whose rows were not run is absent.
+    """
+    result = {}
+    if "grpo" in rows and "scope" in rows:
+        scope_own = [run_own(r) for r in rows["scope"]["repeats"]]
+        grpo_own = [run_own(r) for r in rows["grpo"]["repeats"]]
+        grpo_step = statistics.median(r["phases"]["total"] for r in rows["grpo"]["repeats"])
+        seconds = statistics.median(scope_own) - statistics.median(grpo_own)
+        pairs = [(s - g) / grpo_step for s in scope_own for g in grpo_own]
+        result["overhead"] = {
+            "seconds": seconds,
+            "fraction": seconds / grpo_step,
+            "scope_own": statistics.median(scope_own),
+            "grpo_own": statistics.median(grpo_own),
+            "grpo_step": grpo_step,
+            "range": [min(pairs), max(pairs)],
+            "target": OVERHEAD_TARGET,
+            "passed": seconds / grpo_step <= OVERHEAD_TARGET,
+        }
+    if all(key in rows for key in SWEEP):
+        points = [
+            (
+                statistics.median(r["incorrect_share"] for r in rows[key]["repeats"]),
+                statistics.median(r["phases"]["teacher"] for r in rows[key]["repeats"]),
+            )
+            for key in SWEEP
+        ]
+        intercept, slope = fit_line(points)
+        at_one = intercept + slope
+        residuals = [y - (intercept + slope * x) for x, y in points]
+        scale = abs(at_one) if at_one else float("inf")
+        result["proportional"] = {
+            "points": points,
+            "intercept": intercept,
+            "slope": slope,
+            "intercept_fraction": abs(intercept) / scale,
+            "max_residual_fraction": max(abs(r) for r in residuals) / scale,
+            "tolerance": PROPORTIONALITY_TOLERANCE,
+            "passed": slope > 0
+            and abs(intercept) <= PROPORTIONALITY_TOLERANCE * scale
+            and all(abs(r) <= PROPORTIONALITY_TOLERANCE * scale for r in residuals),
+        }
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def _ratio(value: float, baseline: float | None) -> str:
+    return f"{value / baseline:.2f}" if baseline else "-"
+
+
+def markdown(record: dict) -> str:
+    a, rows = record["settings"], record["rows"]
+    command = "python benchmarks/step_time.py" + ("" if not record["command_args"] else " " + record["command_args"])
+    lines = [
+        f"# `benchmarks/step_time.py` ({record['date']}, {a['device']})",
+        "",
+        f"`{command}` on {record['machine']}. Student: random Qwen3, hidden {a['hidden']} x {a['layers']} layers, "
+        f"vocabulary {record['vocab']:,}; teacher twice as wide. {a['batch']} rollouts per optimizer step "
+        f"({a['batch'] // a['generations']} prompts x {a['generations']}), every completion exactly {a['completion']} "
+        f"tokens, {a['steps_per_generation']} optimizer step(s) per generation batch, "
+        f"{'bf16' if a['bf16'] else 'float32'}; {a['steps'] - a['warmup']} timed steps after {a['warmup']} warm-up "
+        f"step(s), {a['repeats']} repeat(s) per row ({'each in its own process' if a['isolation'] == 'process' else 'in one process'}"
+        "). Milliseconds per optimizer step, median over repeats.",
+        "",
+        "## Phases (ms per optimizer step)",
+        "",
+        "| row | " + " | ".join(PHASES.values()) + " | step |",
+        "|---" * (len(PHASES) + 2) + "|",
+    ]
+    for row in rows.values():
+        m = row["median"]
+        lines.append(f"| {row['label']} | " + " | ".join(_ms(m[name]) for name in PHASES) + f" | {_ms(m['total'])} |")
+    grpo = rows.get("grpo")
+    g_total = grpo["median"]["total"] if grpo else None
+    g_rest = grpo["median"]["total"] - grpo["median"]["generation"] if grpo else None
+    g_peak = statistics.median(r["peak_mib"] for r in grpo["repeats"]) if grpo else None
+    g_own = statistics.median(run_own(r) for r in grpo["repeats"]) if grpo else None
+    lines += [
+        "",
+        "## Step, non-generation part and memory, against GRPO",
+        "",
+        "| row | step (ms) | vs GRPO | step range (ms) | non-generation (ms) | vs GRPO | own (ms) | own - GRPO's "
+        "(% of GRPO step) | peak (MiB) | vs GRPO | teacher rows / generation batch | π_old forwards / generation "
+        "batch (TRL, extra) |",
+        "|---" * 12 + "|",
+    ]
+    for row in rows.values():
+        m = row["median"]
+        totals = [r["phases"]["total"] for r in row["repeats"]]
+        rest = m["total"] - m["generation"]
+        peak = statistics.median(r["peak_mib"] for r in row["repeats"])
+        own = statistics.median(run_own(r) for r in row["repeats"])
+        extra = f"{(own - g_own) / g_total:+.1%}" if grpo else "-"
+        first = row["repeats"][0]
+        lines.append(
+            f"| {row['label']} | {_ms(m['total'])} | {_ratio(m['total'], g_total)} | "
+            f"{_ms(min(totals))}-{_ms(max(totals))} | {_ms(rest)} | {_ratio(rest, g_rest)} | {_ms(own)} | {extra} | "
+            f"{peak:.0f} | "
+            f"{_ratio(peak, g_peak)} | {first['teacher_rows_per_generation']:.0f} of "
+            f"{first['rollouts_per_generation']:.0f} | {first['old_forwards_per_generation']:.0f}, "
+            f"{first['extra_forwards_per_generation']:.0f} |"
+        )
+    lengths = {tuple(r["completion_lengths"]) for row in rows.values() for r in row["repeats"]}
+    lines += [
+        "",
+        f"Completion lengths seen (min, max) over all rows: {sorted(lengths)}. Peak memory: "
+        f"{next(iter(rows.values()))['repeats'][0]['memory']}.",
+    ]
+    if "distillation" in rows:
+        lines += [
+            "",
+            "TRL DistillationTrainer: on-policy (the student generates), `beta=1.0` (reverse KL), full-vocabulary "
+            "divergence to the teacher at every loss forward; its teacher column is the teacher's forward inside the "
+            "loss (the chunked divergence over the vocabulary stays in `loss fwd` / `loss bwd`). Its batch differs: "
+            f"one completion per prompt, so {a['batch']} distinct prompts per step instead of "
+            f"{a['batch'] // a['generations']} x {a['generations']}, generated at every optimizer step.",
+        ]
+    c = record["checks"]
+    if "overhead" in c:
+        o, s, g = c["overhead"], rows["scope"]["median"], grpo["median"]
+        where = ", ".join(
+            f"{title} {(s[name] - g[name]) * 1000:+.1f}"
+            for name, title in PHASES.items()
+            if name not in ("generation", "teacher", "extra_forward")
+        )
+        lines += [
+            "",
+            "## SCOPE's own overhead",
+            "",
+            "Own time of a step = step - generation - teacher scoring - extra π_old forward (GRPO: step - generation); "
+            "a run's value is its median over generation cycles, a row's the median over its repeats. SCOPE "
+            f"{_ms(o['scope_own'])} ms - GRPO {_ms(o['grpo_own'])} ms = **{o['seconds'] * 1000:.2f} ms = "
+            f"{o['fraction']:.1%} of GRPO's step** ({_ms(o['grpo_step'])} ms). Per repeat, in run order, SCOPE "
+            f"{', '.join(_ms(run_own(r)) for r in rows['scope']['repeats'])} ms; GRPO "
+            f"{', '.join(_ms(run_own(r)) for r in grpo['repeats'])} ms. Target <= {o['target']:.0%} "
+            f"{'✓' if o['passed'] else '✗'}. "
+            f"Where it goes (phase means, SCOPE - GRPO, ms): {where}.",
+        ]
+        if "dgpo" in rows:  # the same machinery as GRPO's but the surrogate: what "no overhead" measures here
+            dgpo_own = statistics.median(run_own(r) for r in rows["dgpo"]["repeats"])
+            lines[-1] += (
+                f" For scale: DGPO, whose step is GRPO's with another surrogate (expected ≈ 0), measures "
+                f"{(dgpo_own - o['grpo_own']) / o['grpo_step']:+.1%} on the same scale."
+            )
+    if "proportional" in c:
+        p = c["proportional"]
+        lines += [
+            "",
+            "## Teacher time against the share of incorrect rollouts",
+            "",
+            "| row | incorrect share | teacher rows / generation batch | teacher (ms/step) | fitted line (ms) |",
+            "|---|---|---|---|---|",
+        ]
+        for key, (share, seconds) in zip(SWEEP, p["points"]):
+            first = rows[key]["repeats"][0]
+            lines.append(
+                f"| {rows[key]['label']} | {share:.2f} | {first['teacher_rows_per_generation']:.0f} | {_ms(seconds)} | "
+                f"{_ms(p['intercept'] + p['slope'] * share)} |"
+            )
+        lines += [
+            "",
+            f"Least-squares line: teacher = {_ms(p['intercept'])} + {_ms(p['slope'])} x share (ms). Intercept "
+            f"{p['intercept_fraction']:.1%} and largest residual {p['max_residual_fraction']:.1%} of the line at share 1 "
+            f"(tolerance {p['tolerance']:.0%}) {'✓' if p['passed'] else '✗'}.",
+        ]
+    verdict = "not enforced (--smoke)" if a["smoke"] else ("all passed" if record["passed"] else "MISSED")
+    lines += ["", f"Targets: {verdict}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(record: dict, path: Path) -> None:
+    from scope_trl.optional import import_pyplot
+
+    plt = import_pyplot("drawing the step-time plot")
+    rows = record["rows"]
+    figure, (bars, sweep) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [2, 1]})
+    labels = [row["label"] for row in rows.values()]
+    left = [0.0] * len(labels)
+    colours = plt.get_cmap("tab20").colors
+    for index, (name, title) in enumerate(PHASES.items()):
+        widths = [max(0.0, row["median"][name]) * 1000 for row in rows.values()]
+        bars.barh(labels, widths, left=left, label=title, color=colours[index % len(colours)])
+        left = [x + w for x, w in zip(left, widths)]
+    bars.invert_yaxis()
+    bars.set(xlabel="ms per optimizer step (median)", title="phases of a step")
+    bars.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.45, -0.12))
+    if "proportional" in record["checks"]:
+        p = record["checks"]["proportional"]
+        shares = [x for x, _ in p["points"]]
+        sweep.plot(shares, [y * 1000 for _, y in p["points"]], "o", label="measured (median)")
+        sweep.plot([0, 1], [p["intercept"] * 1000, (p["intercept"] + p["slope"]) * 1000], "-", label="least squares")
+        sweep.set(xlabel="share of incorrect rollouts", ylabel="teacher ms per step", title="SCOPE's teacher time")
+        sweep.legend()
+        sweep.grid(alpha=0.3)
+    else:
+        sweep.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv=None) -> int:
+    import platform
+
+    raw = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(raw)
+    if args.worker:
+        return worker(args.worker)
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import torch
+    import transformers
+    import trl
+
     from scope_trl.toy import build_tokenizer, save_tiny_model
 
-    root = Path(tempfile.mkdtemp(prefix="scope-trl-bench-"))
-    tokenizer = build_tokenizer()
-    heads = max(4, args.hidden // 64)
-    paths = {
-        "student": save_tiny_model(root / "student", tokenizer, hidden_size=args.hidden, num_hidden_layers=args.layers,
-                                   num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
-                                   vocab_size=args.vocab),
-        "teacher": save_tiny_model(root / "teacher", tokenizer, hidden_size=2 * args.hidden,
-                                   num_hidden_layers=args.layers, num_attention_heads=heads,
-                                   num_key_value_heads=max(1, heads // 2), seed=1, vocab_size=args.vocab),
-    }  # fmt: skip
-    results = {name: run(name, paths, args, root) for name in args.trainers.split(",")}
-    baseline = results.get("grpo")
-    print(f"\n{'trainer':<8} {'step (s)':>10} {'vs GRPO':>8} {'peak MB':>10} {'vs GRPO':>8}")
-    for name, r in results.items():
-        time_ratio = r["step_s"] / baseline["step_s"] if baseline else float("nan")
-        memory_ratio = r["peak_mb"] / baseline["peak_mb"] if baseline else float("nan")
-        print(f"{name:<8} {r['step_s']:>10.4f} {time_ratio:>8.2f} {r['peak_mb']:>10.1f} {memory_ratio:>8.2f}")
-    if args.device == "cpu":
-        print("(CPU peak memory is the process high-water mark, so it can only grow from one trainer to the next.)")
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list] = {key: [] for key in args.rows}
+    with tempfile.TemporaryDirectory(prefix="scope-trl-step-time-") as root:
+        root = Path(root)
+        tokenizer = build_tokenizer()
+        heads = max(4, args.hidden // 64)
+        shape = {"num_hidden_layers": args.layers, "num_attention_heads": heads,
+                 "num_key_value_heads": max(1, heads // 2), "vocab_size": args.vocab,
+                 "max_position_embeddings": max(512, 64 + args.completion)}  # fmt: skip
+        paths = {
+            "student": save_tiny_model(root / "student", tokenizer, hidden_size=args.hidden, seed=0, **shape),
+            "teacher": save_tiny_model(root / "teacher", tokenizer, hidden_size=2 * args.hidden, seed=1, **shape),
+        }
+        for repeat in range(args.repeats):
+            order = args.rows[repeat % len(args.rows) :] + args.rows[: repeat % len(args.rows)]
+            for key in order:
+                start = time.perf_counter()
+                result = run_isolated(key, args, paths) if args.isolation == "process" else run_row(key, args, paths)
+                results[key].append(result)
+                print(f"  repeat {repeat + 1}/{args.repeats} {key:<17} step {result['phases']['total'] * 1000:8.1f} ms"
+                      f"  (run {time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+    rows = {
+        key: {"label": ROWS[key][0], "repeats": repeats, "median": median_phases(repeats)}
+        for key, repeats in results.items()
+    }
+    device = (
+        torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} {platform.machine()} CPU cores"
+    )
+    record = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{device}, torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}",
+        "command_args": " ".join(a for a in raw),
+        "settings": {k: v for k, v in vars(args).items() if k != "worker"},
+        "vocab": args.vocab or len(tokenizer),
+        "rows": rows,
+        "checks": checks(rows),
+    }
+    record["passed"] = all(c["passed"] for c in record["checks"].values())
+    stem = "step_time_smoke" if args.smoke else f"step_time_{args.device}"
+    (output_dir / f"{stem}.json").write_text(json.dumps(record, indent=1))
+    text = markdown(record)
+    (output_dir / f"{stem}.md").write_text(text)
+    print(text)
+    try:
+        plot(record, output_dir / f"{stem}.png")
+    except Exception as error:  # the results are on disk; the plot is optional
+        print(f"plot: not drawn ({error})")
+    if args.smoke:
+        return 0  # tiny sizes: every row and phase runs, the targets are reported, not enforced
+    return 0 if record["passed"] else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -102,7 +102,8 @@ class DGPOTrainer(SurrogateGRPOTrainer):
         low, high = terms.low_region.float(), terms.high_region.float()
         # NaN for an empty region: TRL's log() skips NaN values and logs None for a step without any, never a fake 0.
         nan = float("nan")
-        metrics["dgpo/low_weight_mean"].append(self._global_masked_mean(terms.low_decay, batch.mask * low, empty=nan))
-        metrics["dgpo/high_weight_mean"].append(
-            self._global_masked_mean(terms.high_decay, batch.mask * high, empty=nan)
+        low_weight, high_weight = self._global_masked_means(
+            (terms.low_decay, batch.mask * low), (terms.high_decay, batch.mask * high), empty=nan
         )
+        metrics["dgpo/low_weight_mean"].append(low_weight)
+        metrics["dgpo/high_weight_mean"].append(high_weight)

@@ -191,6 +191,8 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             )
         self._check_teacher_tokenizer(teacher)
         self.teacher_vocab_size = teacher.config.get_text_config().vocab_size
+        student_rows = self.accelerator.unwrap_model(self.model).config.get_text_config().vocab_size
+        self._student_can_sample_unknown_ids = student_rows > self.teacher_vocab_size
         teacher.requires_grad_(False)
         teacher.eval()
         # Teacher log-probs come from a fused LM head: B x T x vocabulary logits are never materialised.
@@ -432,9 +434,9 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         rows_ids = input_ids[selected]
         # A padded student embedding can sample ids the teacher has no row for: score a stand-in id instead of
         # indexing out of range, and give those tokens -inf, which `nonfinite_teacher_scores` then handles.
-        teacher_rows = self.teacher_vocab_size
-        unknown = rows_ids >= teacher_rows
-        if unknown.any():
+        unknown = None
+        if self._student_can_sample_unknown_ids:  # decided at construction: no per-batch host sync
+            unknown = rows_ids >= self.teacher_vocab_size
             rows_ids = torch.where(unknown, getattr(self.processing_class, "pad_token_id", None) or 0, rows_ids)
         with self._teacher_on_device():
             logps, _, _ = self._get_per_token_logps_and_entropies(
@@ -444,7 +446,9 @@ class SCOPETrainer(SurrogateGRPOTrainer):
                 logits_to_keep,
                 batch_size=batch_size,
             )
-        logps = logps.float().masked_fill(unknown[:, -logits_to_keep:], float("-inf"))
+        logps = logps.float()
+        if unknown is not None:
+            logps = logps.masked_fill(unknown[:, -logits_to_keep:], float("-inf"))
         teacher_logps[selected[:num_rows]] = logps[:num_rows]
         return teacher_logps
 
@@ -485,7 +489,12 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         # π_old: TRL's old log-probs when it computed them, else one no-grad forward of the current student.
         behaviour_logps = out.get("old_per_token_logps")
         if behaviour_logps is None:
-            with torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs):
+            checkpointing = (
+                disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs)
+                if args.gradient_checkpointing
+                else contextlib.nullcontext()  # the context walks every module: skip it when there is nothing to undo
+            )
+            with torch.no_grad(), checkpointing:
                 behaviour_logps, _, _ = self._get_per_token_logps_and_entropies(
                     self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
                 )
@@ -500,16 +509,40 @@ class SCOPETrainer(SurrogateGRPOTrainer):
 
         # A non-finite teacher score never reaches the loss: its rollout leaves the distillation path (or we stop).
         local_nonfinite = (loss_token & ~torch.isfinite(teacher_logps)).any(1)
-        nonfinite = self.accelerator.gather(local_nonfinite)
-        if nonfinite.any():
-            self._on_nonfinite_teacher_scores(int(nonfinite.sum()), int(incorrect.sum()))
-        incorrect, valid = incorrect & ~nonfinite, valid & ~nonfinite
         teacher_logps = torch.where(loss_token & ~local_nonfinite.unsqueeze(1), teacher_logps, 0.0)
+
+        # The per-token distillation signal, before the teacher weight multiplies it.
+        log_ratio_to_teacher = teacher_logps - behaviour_logps
+        if args.distillation_advantage_clip is not None:
+            bound = args.distillation_advantage_clip
+            log_ratio_to_teacher = log_ratio_to_teacher.clamp(-bound, bound)
+
+        # Everything the weights, counts and metrics need from the other processes, in one collective: per row, the
+        # mean student and teacher log-probs, the non-finite flag, the loss-token count, the summed log π_old − log π_T
+        # (the teacher KL), the mean distillation signal (completions table), this process's scoring seconds.
+        row_tokens = mask.sum(1)
+        lengths = row_tokens.clamp(min=1.0)
+        per_row = torch.stack(
+            [
+                behaviour_logps.sum(1) / lengths,
+                teacher_logps.sum(1) / lengths,
+                local_nonfinite.float(),
+                row_tokens,
+                ((behaviour_logps - teacher_logps) * mask).sum(1),
+                (log_ratio_to_teacher * mask).sum(1) / lengths,
+                torch.full_like(row_tokens, score_time),
+                torch.full_like(row_tokens, self._teacher_offload_seconds),
+            ],
+            dim=1,
+        )
+        gathered = self.accelerator.gather(per_row).unbind(1)
+        student_seq_logps, teacher_seq_logps, nonfinite, all_row_tokens, row_kl, mean_signal = gathered[:6]
+        score_times, offload_times = gathered[6:]
+        nonfinite = nonfinite.bool()
+        scored = incorrect
+        incorrect, valid = incorrect & ~nonfinite, valid & ~nonfinite
         local_correct, local_incorrect = correct[process_slice], incorrect[process_slice]
 
-        lengths = mask.sum(1).clamp(min=1.0)
-        student_seq_logps = self.accelerator.gather(behaviour_logps.sum(1) / lengths)
-        teacher_seq_logps = self.accelerator.gather(teacher_logps.sum(1) / lengths)
         if args.routing:
             weights = dual_path_weights(
                 student_seq_logps,
@@ -529,49 +562,51 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         local_weights = weights[process_slice]
 
         # Per-token advantages, constant for every micro-batch and iteration of this generation batch.
-        log_ratio_to_teacher = teacher_logps - behaviour_logps
-        if args.distillation_advantage_clip is not None:
-            bound = args.distillation_advantage_clip
-            log_ratio_to_teacher = log_ratio_to_teacher.clamp(-bound, bound)
         distillation = local_weights.unsqueeze(1) * log_ratio_to_teacher
         reinforcement = local_weights.unsqueeze(1).expand_as(distillation)
         advantages = torch.where(
             local_correct.unsqueeze(1), reinforcement, torch.where(local_incorrect.unsqueeze(1), distillation, 0.0)
         )
 
-        path = torch.full((local_rows,), EXCLUDED, dtype=torch.long, device=mask.device)
-        path[local_correct] = CORRECT
-        path[local_incorrect] = INCORRECT
-        row_tokens = mask.sum(1)
-        counts = self.accelerator.reduce(
-            torch.stack([row_tokens[local_correct].sum(), row_tokens[local_incorrect].sum()]), reduction="sum"
-        )
+        path = torch.where(local_correct, CORRECT, torch.where(local_incorrect, INCORRECT, EXCLUDED))
+        # Global token counts, the same on every process (the gathered counts are whole numbers: exact in float32).
+        num_tokens_correct = (all_row_tokens * correct).sum()
+        num_tokens_incorrect = (all_row_tokens * incorrect).sum()
         out.update(
             outcome_advantages=out["advantages"],  # GRPO's (B,), used only when outcome_advantage_coef > 0
             advantages=advantages.detach(),
             scope_path=path,
             scope_weight=local_weights,
-            scope_num_tokens_correct=counts[0],
-            scope_num_tokens_incorrect=counts[1],
-            num_items_in_batch=counts.sum(),  # every routed token: the dapo-style normaliser of the loss
+            scope_num_tokens_correct=num_tokens_correct,
+            scope_num_tokens_incorrect=num_tokens_incorrect,
+            num_items_in_batch=num_tokens_correct + num_tokens_incorrect,  # every routed token: the dapo normaliser
         )
 
-        metrics = self._metrics[mode]
-        self._log_routing_metrics(
-            metrics, group_size, correct, incorrect, weights, student_seq_logps, teacher_seq_logps
-        )
-        metrics["scope/frac_nonfinite_teacher"].append(nonfinite.float().mean().item())
+        # One host transfer for every metric of the generation batch.
+        stats = self._routing_stats(group_size, correct, incorrect, weights, student_seq_logps, teacher_seq_logps)
         # Sampled-token reverse-KL estimate on the distillation path: mean of log π_old − log π_T over its tokens.
-        distill_mask = mask * local_incorrect.unsqueeze(1).float()
-        metrics["scope/teacher_kl"].append(
-            self._global_masked_mean(behaviour_logps - teacher_logps, distill_mask, empty=float("nan"))
-        )
-        score_times = self.accelerator.gather(torch.tensor([score_time], device=mask.device))
-        metrics["teacher/score_time"].append(score_times.max().item())
+        stats["scope/teacher_kl"] = (row_kl * incorrect).sum() / num_tokens_incorrect  # NaN when nothing is distilled
+        stats["scope/frac_nonfinite_teacher"] = nonfinite.float().mean()
+        stats["teacher/score_time"] = score_times.max()
         if args.teacher_offload:
-            offload_times = self.accelerator.gather(torch.tensor([self._teacher_offload_seconds], device=mask.device))
-            metrics["teacher/offload_time"].append(offload_times.max().item())
-        self._log_completion_columns(advantages, mask, weights, correct, incorrect, process_slice)
+            stats["teacher/offload_time"] = offload_times.max()
+        stats["num_nonfinite"], stats["num_scored"] = nonfinite.sum(), scored.sum()
+        # The completions table's columns: route, weight, and in TRL's `advantage` column what SCOPE trains on
+        # instead of GRPO's outcome advantage (the weight on the MLE path, the mean per-token advantage on the
+        # distillation path, 0 for an excluded rollout).
+        route = torch.where(correct, CORRECT, torch.where(incorrect, INCORRECT, EXCLUDED))
+        trained_on = torch.where(correct, weights, torch.where(incorrect, weights * mean_signal, 0.0))
+        columns = torch.stack([route.float(), weights, trained_on])
+        flat = torch.cat([torch.stack([value.float() for value in stats.values()]), columns.flatten()]).tolist()
+        values = dict(zip(stats, flat[: len(stats)]))
+        num_nonfinite, num_scored = int(values.pop("num_nonfinite")), int(values.pop("num_scored"))
+        if num_nonfinite:
+            self._on_nonfinite_teacher_scores(num_nonfinite, num_scored)
+        metrics = self._metrics[mode]
+        for name, value in values.items():
+            metrics[name].append(value)
+        rows = route.numel()
+        self._log_completion_columns(*(flat[len(stats) + i * rows : len(stats) + (i + 1) * rows] for i in range(3)))
         return out
 
     def _on_nonfinite_teacher_scores(self, count: int, scored: int) -> None:
@@ -595,43 +630,41 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             )
             self._warned_nonfinite_teacher = True
 
-    def _log_completion_columns(self, advantages, mask, weights, correct, incorrect, process_slice) -> None:
-        """The completions table (`log_completions=True`): SCOPE's route and weight per rollout, and in TRL's
-        `advantage` column what SCOPE trains on instead of GRPO's outcome advantage: the weight on the MLE path, the
-        mean per-token advantage on the distillation path, 0 for an excluded rollout. Global tensors but
-        `advantages` and `mask`, which are this process's rows."""
-        local_correct, local_incorrect = correct[process_slice], incorrect[process_slice]
-        mean_distillation = (advantages * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        trained_on = torch.where(
-            local_correct, weights[process_slice], torch.where(local_incorrect, mean_distillation, 0.0)
-        )
-        trained_on = self.accelerator.gather(trained_on).tolist()
+    def _log_completion_columns(self, routes: list[float], weights: list[float], trained_on: list[float]) -> None:
+        """The completions table (`log_completions=True`): SCOPE's route and weight per rollout of the global batch,
+        and `trained_on` in place of the outcome advantages TRL has just appended to its `advantage` column."""
         logged = self._logs["advantages"]
-        for offset, value in enumerate(trained_on):  # replaces the outcome advantages TRL just appended
+        for offset, value in enumerate(trained_on):
             logged[len(logged) - len(trained_on) + offset] = value
-        routes = torch.where(correct, CORRECT, torch.where(incorrect, INCORRECT, EXCLUDED)).tolist()
-        self._logs["extra"]["scope_route"].extend(ROUTE_NAMES[r] for r in routes)
-        self._logs["extra"]["scope_weight"].extend(weights.tolist())
+        self._logs["extra"]["scope_route"].extend(ROUTE_NAMES[int(r)] for r in routes)
+        self._logs["extra"]["scope_weight"].extend(weights)
 
     @staticmethod
-    def _log_routing_metrics(metrics, group_size, correct, incorrect, weights, student_seq_logps, teacher_seq_logps):
-        """Routing and weight statistics of a generation batch, from global tensors (the same on every process)."""
+    def _routing_stats(group_size, correct, incorrect, weights, student_seq_logps, teacher_seq_logps) -> dict:
+        """Routing and weight statistics of a generation batch as 0-d tensors (NaN for an empty subset), from global
+        tensors (the same on every process); no host transfer here."""
+        nan = torch.tensor(float("nan"), device=weights.device)
 
-        def subset_stat(values, members, reduce):
-            return reduce(values[members]).item() if members.any() else float("nan")
+        def subset_mean(values, members):
+            return torch.where(members, values, 0.0).sum() / members.sum()  # 0 / 0 = NaN for an empty subset
 
-        metrics["scope/frac_correct"].append(correct.float().mean().item())
-        metrics["scope/frac_incorrect"].append(incorrect.float().mean().item())
-        metrics["scope/frac_excluded"].append((~(correct | incorrect)).float().mean().item())
-        metrics["scope/frac_groups_all_correct"].append(correct.view(-1, group_size).all(1).float().mean().item())
-        metrics["scope/frac_groups_all_incorrect"].append(incorrect.view(-1, group_size).all(1).float().mean().item())
+        def subset_extreme(values, members, reduce, fill):
+            return torch.where(members.any(), reduce(torch.where(members, values, fill)), nan)
+
         student_ppl, teacher_ppl = torch.exp(-student_seq_logps), torch.exp(-teacher_seq_logps)
-        metrics["scope/student_ppl_correct_mean"].append(subset_stat(student_ppl, correct, torch.mean))
-        metrics["scope/teacher_ppl_incorrect_mean"].append(subset_stat(teacher_ppl, incorrect, torch.mean))
-        metrics["scope/student_weight_max"].append(subset_stat(weights, correct, torch.max))
-        metrics["scope/student_weight_min"].append(subset_stat(weights, correct, torch.min))
-        metrics["scope/teacher_weight_max"].append(subset_stat(weights, incorrect, torch.max))
-        metrics["scope/teacher_weight_min"].append(subset_stat(weights, incorrect, torch.min))
+        return {
+            "scope/frac_correct": correct.float().mean(),
+            "scope/frac_incorrect": incorrect.float().mean(),
+            "scope/frac_excluded": (~(correct | incorrect)).float().mean(),
+            "scope/frac_groups_all_correct": correct.view(-1, group_size).all(1).float().mean(),
+            "scope/frac_groups_all_incorrect": incorrect.view(-1, group_size).all(1).float().mean(),
+            "scope/student_ppl_correct_mean": subset_mean(student_ppl, correct),
+            "scope/teacher_ppl_incorrect_mean": subset_mean(teacher_ppl, incorrect),
+            "scope/student_weight_max": subset_extreme(weights, correct, torch.max, float("-inf")),
+            "scope/student_weight_min": subset_extreme(weights, correct, torch.min, float("inf")),
+            "scope/teacher_weight_max": subset_extreme(weights, incorrect, torch.max, float("-inf")),
+            "scope/teacher_weight_min": subset_extreme(weights, incorrect, torch.min, float("inf")),
+        }
 
     # ---------------------------------------------------------------------------------------------------------------
     # The loss
@@ -691,8 +724,9 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             args.steps_per_generation,
             training=batch.training,
         )
+        terms = torch.stack([(term.detach() * batch.mask).sum() for term in (mle, opd)]) / normalizer
+        mle_loss, opd_loss = self.accelerator.gather(terms).view(-1, 2).mean(0).tolist()  # one collective, one sync
         metrics = self._metrics[batch.mode]
-        for name, term in (("scope/mle_loss", mle), ("scope/opd_loss", opd)):
-            value = (term.detach() * batch.mask).sum() / normalizer
-            metrics[name].append(self.accelerator.gather(value).mean().item())
+        metrics["scope/mle_loss"].append(mle_loss)
+        metrics["scope/opd_loss"].append(opd_loss)
         return per_token_loss

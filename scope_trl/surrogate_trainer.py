@@ -359,40 +359,50 @@ class SurrogateGRPOTrainer(GRPOTrainer):
 
     def _log_policy_metrics(self, batch: PolicyBatch, policy_loss: torch.Tensor) -> None:
         metrics = self._metrics[batch.mode]
+        pairs = [(batch.entropies, batch.mask)]
         if batch.per_token_kl is not None:
-            metrics["kl"].append(self._global_masked_mean(batch.per_token_kl, batch.mask))
-        metrics["entropy"].append(self._global_masked_mean(batch.entropies, batch.mask))
+            pairs.append((batch.per_token_kl, batch.mask))
+        entropy, *kl = self._global_masked_means(*pairs)
+        metrics["entropy"].append(entropy)
+        if kl:
+            metrics["kl"].append(kl[0])
         metrics["policy_loss"].append(self.accelerator.gather(policy_loss).nanmean().item())
 
     def _log_boundary_metrics(self, low: torch.Tensor, high: torch.Tensor, mask: torch.Tensor, mode: str) -> None:
         """TRL's `clip_ratio/*` metrics from the LN / HP token masks (`scope_trl.losses.boundary_regions`): shares of
-        LN, HP and either among the `mask` tokens of every process, and the per-sequence extremes."""
+        LN, HP and either among the `mask` tokens of every process, and the per-sequence extremes (two collectives,
+        two host transfers)."""
         metrics = self._metrics[mode]
         low, high = low.float(), high.float()
-        metrics["clip_ratio/low_mean"].append(self._global_masked_mean(low, mask))
-        metrics["clip_ratio/high_mean"].append(self._global_masked_mean(high, mask))
-        metrics["clip_ratio/region_mean"].append(self._global_masked_mean(torch.maximum(low, high), mask))
-        metrics["clip_ratio/low_min"].append(self._gathered_sequence_extremes(low, mask)[0])
-        metrics["clip_ratio/high_max"].append(self._gathered_sequence_extremes(high, mask)[1])
+        low_mean, high_mean, region_mean = self._global_masked_means(
+            (low, mask), (high, mask), (torch.maximum(low, high), mask)
+        )
+        metrics["clip_ratio/low_mean"].append(low_mean)
+        metrics["clip_ratio/high_mean"].append(high_mean)
+        metrics["clip_ratio/region_mean"].append(region_mean)
+        per_sequence = self._gathered_sequence_means((low, high), mask)
+        low_min, high_max = torch.stack([nanmin(per_sequence[:, 0]), nanmax(per_sequence[:, 1])]).tolist()
+        metrics["clip_ratio/low_min"].append(low_min)
+        metrics["clip_ratio/high_max"].append(high_max)
 
-    def _global_masked_mean(self, values: torch.Tensor, mask: torch.Tensor, empty: float = 0.0) -> float:
-        """Mean of `values` over the masked entries of every process; `empty` when no process has any.
+    def _global_masked_means(self, *pairs: tuple[torch.Tensor, torch.Tensor], empty: float = 0.0) -> list[float]:
+        """For each `(values, mask)` pair, the mean of `values` over the masked entries of every process (`empty` when
+        no process has any), all in one reduction.
 
         `values` of shape (B, 1) are per-sequence quantities (sequence-level importance sampling): they are averaged
         over the sequences that have at least one masked token.
         """
-        if values.dim() == 2 and values.size(1) == 1 and mask.size(1) != 1:
-            mask = (mask.sum(-1, keepdim=True) > 0).to(mask.dtype)
-        values, mask = torch.broadcast_tensors(values.detach().float(), mask.float())
-        totals = self.accelerator.reduce(torch.stack([(values * mask).sum(), mask.sum()]), reduction="sum")
-        total, count = totals.tolist()
-        return total / count if count > 0 else empty
+        sums = []
+        for values, mask in pairs:
+            if values.dim() == 2 and values.size(1) == 1 and mask.size(1) != 1:
+                mask = (mask.sum(-1, keepdim=True) > 0).to(mask.dtype)
+            values, mask = torch.broadcast_tensors(values.detach().float(), mask.float())
+            sums += [(values * mask).sum(), mask.sum()]
+        totals = self.accelerator.reduce(torch.stack(sums), reduction="sum").tolist()
+        return [total / count if count > 0 else empty for total, count in zip(totals[::2], totals[1::2])]
 
-    def _gathered_sequence_extremes(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
-        """(min, max) over the sequences of every process of each sequence's masked mean of `values` (NaN-safe)."""
-        if values.size(1) == 1:
-            per_sequence = values.squeeze(1).float()
-        else:
-            per_sequence = (values * mask).sum(-1) / mask.sum(-1)  # NaN for empty rows, skipped by nanmin/nanmax
-        gathered = self.accelerator.gather(per_sequence.detach().float())
-        return nanmin(gathered).item(), nanmax(gathered).item()
+    def _gathered_sequence_means(self, values: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
+        """(N_global, len(values)): each sequence's masked mean of each tensor, gathered over processes in one
+        collective; NaN for a sequence without masked token (for `nanmin` / `nanmax`)."""
+        columns = [v.squeeze(1).float() if v.size(1) == 1 else (v * mask).sum(-1) / mask.sum(-1) for v in values]
+        return self.accelerator.gather(torch.stack(columns, dim=1).detach().float())

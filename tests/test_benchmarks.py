@@ -8,17 +8,83 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_step_time_benchmark_smoke():
+def test_step_time_benchmark_smoke(tmp_path):
+    """Every row and every phase runs (tiny models: the targets are computed, not enforced)."""
+    import json
+
+    script = os.path.join(REPO, "benchmarks", "step_time.py")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "benchmarks", "step_time.py"), "--hidden", "16", "--layers", "1",
-         "--steps", "3", "--warmup", "1", "--batch", "4", "--generations", "4", "--completion", "8"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [sys.executable, script, "--smoke", "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.split()}
-    for name in ("grpo", "dgpo", "scope"):
-        assert name in rows, result.stdout
-    assert rows["grpo"][2] == "1.00"  # the baseline's own ratio
+    record = json.loads((tmp_path / "step_time_smoke.json").read_text())
+    rows = record["rows"]
+    assert list(rows) == ["grpo", "dgpo", "scope", "scope_no_routing", "distillation", "scope_acc0", "scope_acc100"]
+    for key, row in rows.items():
+        (run,) = row["repeats"]
+        phases = run["phases"]
+        for phase in ("generation", "loss_forward", "loss_backward", "optimizer", "total"):
+            assert phases[phase] > 0, (key, phase)
+        assert run["completion_lengths"] == [8, 8], key  # min_new_tokens: every completion at the cap
+        assert run["peak_mib"] > 0
+        assert (phases["reward"] > 0) == (key != "distillation")  # the distillation trainer has no reward
+        assert run["old_forwards_per_generation"] == 0  # on-policy (1 step per generation): TRL computes no π_old
+    teacher_rows = {key: row["repeats"][0]["teacher_rows_per_generation"] for key, row in rows.items()}
+    assert teacher_rows == {"grpo": 0, "dgpo": 0, "scope": 2, "scope_no_routing": 4, "distillation": 4,
+                            "scope_acc0": 4, "scope_acc100": 0}  # fmt: skip
+    for key in ("scope", "scope_no_routing", "distillation", "scope_acc0"):
+        assert rows[key]["repeats"][0]["phases"]["teacher"] > 0, key
+    assert rows["scope_acc100"]["repeats"][0]["phases"]["teacher"] < 1e-3  # no teacher forward at all
+    for key in ("scope", "scope_no_routing", "scope_acc0", "scope_acc100"):  # SCOPE's own π_old forward
+        run = rows[key]["repeats"][0]
+        assert run["extra_forwards_per_generation"] == 1 and run["phases"]["extra_forward"] > 0, key
+    assert set(record["checks"]) == {"overhead", "proportional"}
+    text = (tmp_path / "step_time_smoke.md").read_text()
+    assert "| row | generation | reward |" in text and "SCOPE's own overhead" in text
+    assert (tmp_path / "step_time_smoke.png").stat().st_size > 0
+
+    # Off-policy (2 steps per generation), in its own process: TRL computes π_old and SCOPE reuses it.
+    result = subprocess.run(
+        [sys.executable, script, "--smoke", "--steps-per-generation", "2", "--rows", "scope", "--isolation", "process",
+         "--output-dir", str(tmp_path / "off_policy")],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = json.loads((tmp_path / "off_policy" / "step_time_smoke.json").read_text())["rows"]["scope"]["repeats"]
+    assert run["old_forwards_per_generation"] == 1 and run["phases"]["old_forward"] > 0
+    assert run["extra_forwards_per_generation"] == 0 and run["phases"]["extra_forward"] == 0
+
+
+def test_step_time_checks_catch_an_overhead_and_a_disproportionate_teacher():
+    step_time = load_script("step_time")
+
+    def run(total, generation=0.5, teacher=0.0, extra=0.0, share=0.5):
+        phases = dict.fromkeys(step_time.PHASES, 0.0)
+        phases.update(total=total, generation=generation, teacher=teacher, extra_forward=extra)
+        return {"phases": phases, "incorrect_share": share}
+
+    def rows(scope_total, teachers=(0.2, 0.1, 0.0)):
+        # GRPO: 1.0 s, of which 0.5 s generation. SCOPE at 50%: generation 0.5 s, teacher, extra forward 0.1 s.
+        acc0, acc50, acc100 = teachers
+        return {
+            "grpo": {"repeats": [run(1.0), run(1.0)]},
+            "scope": {"repeats": [run(scope_total, teacher=acc50, extra=0.1)] * 2},
+            "scope_acc0": {"repeats": [run(1.3, teacher=acc0, extra=0.1, share=1.0)]},
+            "scope_acc100": {"repeats": [run(1.1, teacher=acc100, extra=0.1, share=0.0)]},
+        }
+
+    ok = step_time.checks(rows(1.22))  # own overhead: (1.22 - 0.5 - 0.1 - 0.1) - (1.0 - 0.5) = 0.02 s: 2% of 1.0 s
+    assert ok["overhead"]["passed"] and abs(ok["overhead"]["fraction"] - 0.02) < 1e-9
+    assert ok["proportional"]["passed"] and abs(ok["proportional"]["intercept"]) < 1e-9
+    late = step_time.checks(rows(1.26))  # 6%: over the 3% target
+    assert not late["overhead"]["passed"] and late["overhead"]["fraction"] > 0.05
+    flat = step_time.checks(rows(1.22, teachers=(0.2, 0.2, 0.0)))  # 50% incorrect costs as much as 100%
+    assert not flat["proportional"]["passed"]
+    offset = step_time.checks(rows(1.22, teachers=(0.25, 0.15, 0.05)))  # 0.05 s of teacher time without a teacher row
+    assert not offset["proportional"]["passed"] and offset["proportional"]["intercept_fraction"] > 0.15
+    assert set(step_time.checks({"grpo": rows(1.22)["grpo"]})) == set()  # rows not run: no check
 
 
 def load_script(name):
