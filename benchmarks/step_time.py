@@ -75,6 +75,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from benchmarks.peak_memory import PeakMemory  # noqa: E402
+
+
 OVERHEAD_TARGET = 0.03  # SCOPE's own overhead, as a fraction of GRPO's step
 PROPORTIONALITY_TOLERANCE = 0.15  # intercept and residuals of the teacher-time line, as a fraction of its value at 1
 RESULT_MARKER = "STEP_TIME_ROW "
@@ -172,41 +175,6 @@ def fixed_accuracy_reward(accuracy: float, group_size: int):
 # --------------------------------------------------------------------------------------------------------------------
 # One run of one row
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-def reset_peak_memory(device: str) -> str:
-    """Start a peak-memory window; returns how the peak is measured."""
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        return "CUDA max_memory_allocated"
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
-        return "resident high-water mark (VmHWM), reset before training"
-    except OSError:
-        return "process resident high-water mark (ru_maxrss: includes everything before training)"
-
-
-def peak_memory_mib(device: str) -> float:
-    import resource
-
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    try:
-        return _status_kib("VmHWM") / 1024
-    except (OSError, KeyError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class PhaseRecorder:
@@ -414,10 +382,9 @@ def run_row(key: str, args, paths: dict) -> dict:
         trainer.remove_callback(ProgressCallback)
         recorder = PhaseRecorder(trainer, sync=args.device == "cuda")
         trainer.add_callback(recorder.callback())
-        gc.collect()
-        memory_method = reset_peak_memory(args.device)
-        trainer.train()
-        peak = peak_memory_mib(args.device)
+        with PeakMemory(args.device) as window:
+            trainer.train()
+        peak, memory_method = window.peak_mib, window.method
     timed = recorder.steps[args.warmup :]
     per_step = [step_phases(step) for step in timed]
     phases = {name: statistics.fmean(step[name] for step in per_step) for name in [*PHASES, "total"]}

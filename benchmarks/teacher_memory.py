@@ -36,6 +36,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from benchmarks.peak_memory import PeakMemory  # noqa: E402
+
+
 QWEN3_VOCABULARY = 151_936
 TARGET_RATIO = 10.0
 LINEAR_SLACK = 1.25  # ours(L_max) / ours(L_min) may be at most 1.25 x L_max / L_min
@@ -57,47 +60,6 @@ def parse_args(argv=None):
         args.vocab, args.lengths = 4096, "64,128"
     args.lengths = [int(x) for x in args.lengths.split(",")]
     return args
-
-
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-class PeakMemory:
-    """Peak memory above the level at entry, in MiB: CUDA's allocator statistics, or the process's resident
-    high-water mark on CPU."""
-
-    def __init__(self, device: str):
-        self.device, self.mib = device, 0.0
-
-    def __enter__(self):
-        import gc
-
-        import torch
-
-        gc.collect()
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
-        else:
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
-            self.start = _status_kib("VmRSS") * 1024
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated()
-        else:
-            peak = _status_kib("VmHWM") * 1024
-        self.mib = (peak - self.start) / 2**20
-        return False
 
 
 def build_trainer(args, root: Path):
