@@ -8,6 +8,7 @@ import os
 import textwrap
 import time
 import warnings
+from dataclasses import dataclass
 
 import torch
 from transformers import AutoTokenizer, PreTrainedModel, ProcessorMixin
@@ -28,6 +29,24 @@ from .weights import dual_path_weights
 # Route of a rollout, as stored per row in the generation batch (`scope_path`).
 EXCLUDED, CORRECT, INCORRECT = 0, 1, 2
 ROUTE_NAMES = {EXCLUDED: "excluded", CORRECT: "mle", INCORRECT: "opd"}
+
+
+@dataclass
+class _ScoredBatch:
+    """A generation batch routed and scored by the teacher, waiting for π_old to be weighed. Tensors are this
+    process's rows in generation order (B, T), except the routing booleans, which are global (N,)."""
+
+    mode: str
+    group_size: int
+    process_slice: slice
+    mask: torch.Tensor
+    loss_token: torch.Tensor
+    teacher_logps: torch.Tensor
+    local_nonfinite: torch.Tensor
+    correct: torch.Tensor
+    incorrect: torch.Tensor
+    valid: torch.Tensor
+    seconds: tuple[float, float]  # teacher scoring and host-device transfer, this process
 
 
 class SCOPETrainer(SurrogateGRPOTrainer):
@@ -64,7 +83,11 @@ class SCOPETrainer(SurrogateGRPOTrainer):
 
     - Routing, teacher scoring, the weights and the per-token advantages are computed once per generation batch, on the
       global view of the batch (a prompt group may straddle processes), and reused by every micro-batch and iteration.
-    - π_old is TRL's `old_per_token_logps` when it exists, else a no-grad student forward made here, once.
+    - π_old is TRL's `old_per_token_logps` when it exists. Otherwise, when the generation batch is one on-policy
+      micro-batch (`steps_per_generation=1`, `num_iterations=1`, no `off_policy_mask_threshold`), it is the loss
+      forward's own detached log-probs, equal to what a separate forward would give: routing and teacher scoring
+      happen at generation, the weights and advantages in that loss forward (`_weigh_with_loss_forward`). Else one
+      no-grad student forward is made here, once per generation batch.
     - The teacher scores only the rollouts that need a teacher signal (the incorrect ones; all of them with
       `routing=False`). Under DeepSpeed ZeRO-3 every process makes the same number of teacher forward calls (padded with
       copies of a local row), since each call is a collective.
@@ -131,6 +154,7 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         self._last_rewards_per_func = None
         self._warned_nonfinite_teacher = False
         self._teacher_offload_seconds = 0.0  # host-device transfer time of the current generation batch
+        self._pending_batch: _ScoredBatch | None = None  # scored, waiting for the loss forward's π_old
         if server_url is not None:  # the teacher lives on a vLLM server: nothing to load here
             self.teacher_model, self.teacher_vocab_size = None, None
             self.teacher_server = TeacherServer(server_url, args.teacher_model_server_timeout)
@@ -486,8 +510,39 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         correct, valid = self._route(self._last_rewards_per_func, self.accelerator.gather(loss_token.any(1)))
         incorrect = valid & ~correct
 
-        # π_old: TRL's old log-probs when it computed them, else one no-grad forward of the current student.
+        start = time.perf_counter()
+        self._teacher_offload_seconds = 0.0
+        teacher_logps = self._score_with_teacher(
+            input_ids, attention_mask, logits_to_keep, incorrect[process_slice], batch_size
+        )
+        score_time = time.perf_counter() - start
+        # A non-finite teacher score never reaches the loss: its rollout leaves the distillation path (or we stop).
+        local_nonfinite = (loss_token & ~torch.isfinite(teacher_logps)).any(1)
+        teacher_logps = torch.where(loss_token & ~local_nonfinite.unsqueeze(1), teacher_logps, 0.0)
+        scored = _ScoredBatch(
+            mode=mode,
+            group_size=group_size,
+            process_slice=process_slice,
+            mask=mask,
+            loss_token=loss_token,
+            teacher_logps=teacher_logps,
+            local_nonfinite=local_nonfinite,
+            correct=correct,
+            incorrect=incorrect,
+            valid=valid,
+            seconds=(score_time, self._teacher_offload_seconds),
+        )
+        out["outcome_advantages"] = out["advantages"]  # GRPO's (B,), used only when outcome_advantage_coef > 0
+
+        # π_old: TRL's old log-probs when it computed them; else the loss forward's own log-probs when this generation
+        # batch is one on-policy micro-batch (π_old = π_θ there, so the weights wait for that forward); else one
+        # no-grad forward of the current student, here.
         behaviour_logps = out.get("old_per_token_logps")
+        if behaviour_logps is None and self._behaviour_from_loss_forward():
+            self._pending_batch = scored
+            out["advantages"] = torch.zeros_like(mask)  # replaced in `_policy_batch`, before anything reads it
+            out["scope_row"] = torch.arange(local_rows, device=mask.device)  # follows TRL's shuffle of the rows
+            return out
         if behaviour_logps is None:
             checkpointing = (
                 disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs)
@@ -498,18 +553,32 @@ class SCOPETrainer(SurrogateGRPOTrainer):
                 behaviour_logps, _, _ = self._get_per_token_logps_and_entropies(
                     self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
                 )
-        behaviour_logps = torch.where(loss_token, behaviour_logps.float(), 0.0)
+        out.update(self._weigh_generation_batch(scored, behaviour_logps))
+        return out
 
-        start = time.perf_counter()
-        self._teacher_offload_seconds = 0.0
-        teacher_logps = self._score_with_teacher(
-            input_ids, attention_mask, logits_to_keep, incorrect[process_slice], batch_size
+    def _behaviour_from_loss_forward(self) -> bool:
+        """Whether π_old of the generation batch being scored can be the loss forward's own (detached) log-probs.
+
+        True in training when the generation batch is a single micro-batch used once (`steps_per_generation=1`,
+        `num_iterations=1`) and TRL computed no old log-probs: the loss forward then runs on the very parameters that
+        sampled, so a separate no-grad forward would give the same values. Not with `off_policy_mask_threshold`, whose
+        mask (computed before the weights could be) needs the advantages.
+        """
+        return (
+            self.model.training
+            and self.args.steps_per_generation == 1
+            and self.num_iterations == 1
+            and self.off_policy_mask_threshold is None
         )
-        score_time = time.perf_counter() - start
 
-        # A non-finite teacher score never reaches the loss: its rollout leaves the distillation path (or we stop).
-        local_nonfinite = (loss_token & ~torch.isfinite(teacher_logps)).any(1)
-        teacher_logps = torch.where(loss_token & ~local_nonfinite.unsqueeze(1), teacher_logps, 0.0)
+    def _weigh_generation_batch(self, scored: _ScoredBatch, behaviour_logps: torch.Tensor) -> dict:
+        """The generation batch's weights, per-token advantages, routes and token counts from π_old (this process's
+        rows, in generation order); logs the generation batch's metrics. Returns the entries of the micro-batch inputs.
+        """
+        args = self.args
+        mask, loss_token, teacher_logps = scored.mask, scored.loss_token, scored.teacher_logps
+        process_slice = scored.process_slice
+        behaviour_logps = torch.where(loss_token, behaviour_logps.float(), 0.0)
 
         # The per-token distillation signal, before the teacher weight multiplies it.
         log_ratio_to_teacher = teacher_logps - behaviour_logps
@@ -522,16 +591,17 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         # (the teacher KL), the mean distillation signal (completions table), this process's scoring seconds.
         row_tokens = mask.sum(1)
         lengths = row_tokens.clamp(min=1.0)
+        score_time, offload_time = scored.seconds
         per_row = torch.stack(
             [
                 behaviour_logps.sum(1) / lengths,
                 teacher_logps.sum(1) / lengths,
-                local_nonfinite.float(),
+                scored.local_nonfinite.float(),
                 row_tokens,
                 ((behaviour_logps - teacher_logps) * mask).sum(1),
                 (log_ratio_to_teacher * mask).sum(1) / lengths,
                 torch.full_like(row_tokens, score_time),
-                torch.full_like(row_tokens, self._teacher_offload_seconds),
+                torch.full_like(row_tokens, offload_time),
             ],
             dim=1,
         )
@@ -539,8 +609,8 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         student_seq_logps, teacher_seq_logps, nonfinite, all_row_tokens, row_kl, mean_signal = gathered[:6]
         score_times, offload_times = gathered[6:]
         nonfinite = nonfinite.bool()
-        scored = incorrect
-        incorrect, valid = incorrect & ~nonfinite, valid & ~nonfinite
+        correct = scored.correct
+        incorrect, valid = scored.incorrect & ~nonfinite, scored.valid & ~nonfinite
         local_correct, local_incorrect = correct[process_slice], incorrect[process_slice]
 
         if args.routing:
@@ -548,7 +618,7 @@ class SCOPETrainer(SurrogateGRPOTrainer):
                 student_seq_logps,
                 teacher_seq_logps,
                 correct,
-                group_size,
+                scored.group_size,
                 tau=args.scope_tau,
                 valid=valid,
                 student_direction=args.student_weight_direction,
@@ -567,30 +637,22 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         advantages = torch.where(
             local_correct.unsqueeze(1), reinforcement, torch.where(local_incorrect.unsqueeze(1), distillation, 0.0)
         )
-
         path = torch.where(local_correct, CORRECT, torch.where(local_incorrect, INCORRECT, EXCLUDED))
         # Global token counts, the same on every process (the gathered counts are whole numbers: exact in float32).
         num_tokens_correct = (all_row_tokens * correct).sum()
         num_tokens_incorrect = (all_row_tokens * incorrect).sum()
-        out.update(
-            outcome_advantages=out["advantages"],  # GRPO's (B,), used only when outcome_advantage_coef > 0
-            advantages=advantages.detach(),
-            scope_path=path,
-            scope_weight=local_weights,
-            scope_num_tokens_correct=num_tokens_correct,
-            scope_num_tokens_incorrect=num_tokens_incorrect,
-            num_items_in_batch=num_tokens_correct + num_tokens_incorrect,  # every routed token: the dapo normaliser
-        )
 
         # One host transfer for every metric of the generation batch.
-        stats = self._routing_stats(group_size, correct, incorrect, weights, student_seq_logps, teacher_seq_logps)
+        stats = self._routing_stats(
+            scored.group_size, correct, incorrect, weights, student_seq_logps, teacher_seq_logps
+        )
         # Sampled-token reverse-KL estimate on the distillation path: mean of log π_old − log π_T over its tokens.
         stats["scope/teacher_kl"] = (row_kl * incorrect).sum() / num_tokens_incorrect  # NaN when nothing is distilled
         stats["scope/frac_nonfinite_teacher"] = nonfinite.float().mean()
         stats["teacher/score_time"] = score_times.max()
         if args.teacher_offload:
             stats["teacher/offload_time"] = offload_times.max()
-        stats["num_nonfinite"], stats["num_scored"] = nonfinite.sum(), scored.sum()
+        stats["num_nonfinite"], stats["num_scored"] = nonfinite.sum(), scored.incorrect.sum()
         # The completions table's columns: route, weight, and in TRL's `advantage` column what SCOPE trains on
         # instead of GRPO's outcome advantage (the weight on the MLE path, the mean per-token advantage on the
         # distillation path, 0 for an excluded rollout).
@@ -602,12 +664,19 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         num_nonfinite, num_scored = int(values.pop("num_nonfinite")), int(values.pop("num_scored"))
         if num_nonfinite:
             self._on_nonfinite_teacher_scores(num_nonfinite, num_scored)
-        metrics = self._metrics[mode]
+        metrics = self._metrics[scored.mode]
         for name, value in values.items():
             metrics[name].append(value)
         rows = route.numel()
         self._log_completion_columns(*(flat[len(stats) + i * rows : len(stats) + (i + 1) * rows] for i in range(3)))
-        return out
+        return {
+            "advantages": advantages.detach(),
+            "scope_path": path,
+            "scope_weight": local_weights,
+            "scope_num_tokens_correct": num_tokens_correct,
+            "scope_num_tokens_incorrect": num_tokens_incorrect,
+            "num_items_in_batch": num_tokens_correct + num_tokens_incorrect,  # every routed token: the normaliser
+        }
 
     def _on_nonfinite_teacher_scores(self, count: int, scored: int) -> None:
         """Apply `nonfinite_teacher_scores` to a generation batch in which `count` scored rollouts are non-finite."""
@@ -672,6 +741,8 @@ class SCOPETrainer(SurrogateGRPOTrainer):
 
     def _policy_batch(self, model, inputs) -> PolicyBatch:
         batch = super()._policy_batch(model, inputs)
+        if "scope_row" in inputs:  # π_old is this forward's (`_behaviour_from_loss_forward`): weigh the batch now
+            self._weigh_with_loss_forward(batch, inputs)
         # Excluded rollouts (no verdict, no loss token, a non-finite teacher score) take no part in any term, metric
         # or count.
         batch.mask = batch.mask * (inputs["scope_path"] != EXCLUDED).unsqueeze(1)
@@ -681,6 +752,18 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         low, high = boundary_regions(batch.log_ratio, batch.advantages, self.epsilon_low, self.epsilon_high)
         self._log_boundary_metrics(low, high, distillation_tokens, batch.mode)
         return batch
+
+    def _weigh_with_loss_forward(self, batch: PolicyBatch, inputs: dict) -> None:
+        """Complete the pending generation batch with this micro-batch's own log-probs as π_old, then fill `inputs`
+        and `batch` as `_generate_and_score_completions` would have. TRL shuffled the rows: `scope_row` holds each
+        row's position in the generation batch, whose order the group layout and the pending tensors follow."""
+        order = inputs.pop("scope_row")
+        scored, self._pending_batch = self._pending_batch, None
+        behaviour_logps = torch.empty_like(batch.per_token_logps).index_copy_(0, order, batch.per_token_logps.detach())
+        weighed = self._weigh_generation_batch(scored, behaviour_logps)
+        for key, value in weighed.items():
+            inputs[key] = value[order] if value.dim() > 0 else value
+        batch.advantages = inputs["advantages"]
 
     def _surrogate_loss(self, log_ratio: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
         """Per-token loss of the distillation path (and of the outcome term) under the selected surrogate."""

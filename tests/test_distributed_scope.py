@@ -212,6 +212,8 @@ def multi_cpu_run(toy_paths, tmp_path_factory):
 def test_straddling_groups_get_single_process_weights(multi_cpu_run):
     report, ranks = multi_cpu_run
     check_report(report, "MULTI_CPU", global_step=4)
+    # One on-policy micro-batch per generation batch: π_old came from the loss forward, weighed across processes there.
+    assert all(record["weighed_in_loss"] for records in ranks for record in records)
     summaries = check_records(ranks, zero3=False)
 
     # Every group straddles the two processes: each holds 2 of the prompt's 4 rollouts.

@@ -435,3 +435,59 @@ def test_teacher_offload_is_refused_where_deepspeed_or_fsdp_place_the_teacher(st
     trainer.is_deepspeed_enabled = True
     with pytest.raises(ValueError, match="teacher_offload=True is not supported with DeepSpeed or FSDP.*ZeRO-3"):
         trainer._check_teacher_offload()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# π_old from the loss forward (one on-policy micro-batch per generation batch)
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_pi_old_from_the_loss_forward_trains_like_a_separate_forward(student_path, teacher_path, toy_dataset,
+                                                                     tmp_path):  # fmt: skip
+    """With one micro-batch per generation batch used once, π_old is the loss forward's own log-probs: no extra
+    student forward, and the same losses, weights, metrics and trained weights as with SCOPE's separate no-grad
+    forward (forced here by turning the deferral off)."""
+    runs = {}
+    for deferred in (True, False):
+        trainer = build_scope(student_path, teacher_path, toy_dataset, tmp_path / str(deferred), max_steps=3,
+                              steps_per_generation=1, per_device_train_batch_size=8)  # fmt: skip
+        if not deferred:
+            trainer._behaviour_from_loss_forward = lambda: False
+        batches = record_generation_batches(trainer)
+        scoring_forwards = []
+        original = trainer._get_per_token_logps_and_entropies
+
+        def counting(model, *args, _original=original, _trainer=trainer, _calls=scoring_forwards, **kwargs):
+            if model is _trainer.model and not torch.is_grad_enabled():
+                _calls.append(1)  # a no-grad student forward: π_old computed apart from the loss
+            return _original(model, *args, **kwargs)
+
+        trainer._get_per_token_logps_and_entropies = counting
+        trainer.train()
+        metrics = {key: logged(trainer, key) for key in ("loss", "scope/teacher_kl", "scope/student_weight_max",
+                                                         "scope/teacher_weight_min", "scope/opd_loss")}  # fmt: skip
+        runs[deferred] = (metrics, snapshot(trainer.model), len(scoring_forwards), batches)
+    (metrics, params, forwards, batches), (eager_metrics, eager_params, eager_forwards, eager_batches) = runs.values()
+    assert forwards == 0 and eager_forwards == 3
+    for key, values in metrics.items():
+        assert values == pytest.approx(eager_metrics[key], rel=1e-5, abs=1e-7), key
+    for name, value in params.items():
+        torch.testing.assert_close(value, eager_params[name], rtol=1e-5, atol=1e-6)
+    for batch, eager in zip(batches, eager_batches, strict=True):
+        assert torch.equal(batch["out"]["scope_path"], eager["out"]["scope_path"])
+        torch.testing.assert_close(batch["out"]["scope_weight"], eager["out"]["scope_weight"])
+        torch.testing.assert_close(batch["out"]["advantages"], eager["out"]["advantages"], rtol=1e-5, atol=1e-6)
+    assert any((batch["out"]["scope_path"] == INCORRECT).any() for batch in batches)
+
+
+def test_pi_old_waits_for_the_loss_forward_only_when_that_is_exact(student_path, teacher_path, toy_dataset, tmp_path):
+    trainer = build_scope(student_path, teacher_path, toy_dataset, tmp_path, steps_per_generation=1)
+    trainer.model.train()
+    assert trainer._behaviour_from_loss_forward()
+    trainer.model.eval()
+    assert not trainer._behaviour_from_loss_forward()  # evaluation: no loss forward follows every generation batch
+    for overrides in ({"steps_per_generation": 2}, {"num_iterations": 2}, {"off_policy_mask_threshold": 0.5}):
+        trainer = build_scope(student_path, teacher_path, toy_dataset, tmp_path, **{"steps_per_generation": 1,
+                                                                                    **overrides})  # fmt: skip
+        trainer.model.train()
+        assert not trainer._behaviour_from_loss_forward(), overrides

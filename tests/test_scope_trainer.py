@@ -51,16 +51,25 @@ def build_scope(student, teacher, dataset, tmp_path, reward_funcs=contains_digit
 
 
 def record_generation_batches(trainer):
-    """Wrap `_generate_and_score_completions` to keep every generation batch it returns (with the rewards)."""
+    """Keep every generation batch `_generate_and_score_completions` returns (with the rewards), in generation order
+    and complete: when π_old is the loss forward's own, the weights, routes and advantages are computed there
+    (`_weigh_generation_batch`) and merged into the record then."""
     batches = []
-    original = trainer._generate_and_score_completions
+    generate, weigh = trainer._generate_and_score_completions, trainer._weigh_generation_batch
 
-    def wrapper(inputs):
-        out = original(inputs)
-        batches.append({"out": out, "rewards": trainer._last_rewards_per_func.clone()})
+    def generate_wrapper(inputs):
+        out = generate(inputs)
+        batches.append({"out": dict(out), "rewards": trainer._last_rewards_per_func.clone()})
         return out
 
-    trainer._generate_and_score_completions = wrapper
+    def weigh_wrapper(scored, behaviour_logps):
+        weighed = weigh(scored, behaviour_logps)
+        if batches and "scope_path" not in batches[-1]["out"]:  # weighed in the loss forward, after scoring
+            batches[-1]["out"].update(weighed)
+        return weighed
+
+    trainer._generate_and_score_completions = generate_wrapper
+    trainer._weigh_generation_batch = weigh_wrapper
     return batches
 
 

@@ -13,8 +13,9 @@ Every process writes `<records_dir>/rank<r>.json` with one record per generation
 - `scope_weight`, `scope_path`: the local rows of the generation batch returned by `_generate_and_score_completions`;
 - `prompt_ids`/`prompt_mask`/`completion_ids`/`completion_mask`/`prompts`: the local rows (`prompts` as text);
 - `dual_path_weights`: the inputs (global, gathered) and the output of the trainer's `dual_path_weights` call;
-- `local_student_seq_logps`: mean behaviour log-prob of each local row, from the no-grad student forward made while
-  scoring; `local_teacher_seq_logps`: the same for the teacher log-probs returned by `_score_with_teacher`;
+- `local_student_seq_logps`: mean behaviour (π_old) log-prob of each local row, as `_weigh_generation_batch` got it
+  (here, with one on-policy micro-batch per generation batch, from the loss forward: `weighed_in_loss`);
+  `local_teacher_seq_logps`: the same for the teacher log-probs returned by `_score_with_teacher`;
 - `score_rows`: local rows `_score_with_teacher` was asked for; `teacher_calls`: one entry per teacher forward
   (forward pre-hook on the teacher's module, inside its DeepSpeed engine if any) with the `input_ids` rows it got.
 
@@ -131,44 +132,59 @@ def install_recorders(trainer, records):
 
     trainer._score_with_teacher = recording_score
 
-    original_logps = trainer._get_per_token_logps_and_entropies
+    # The weights need π_old: during scoring (a separate forward, or TRL's old log-probs), or in the loss forward when
+    # π_old is that forward's own (one on-policy micro-batch per generation batch, as here). A record is complete
+    # once `_weigh_generation_batch` has run, whichever comes first.
+    pending = {}
 
-    def recording_logps(model, *args, **kwargs):
-        result = original_logps(model, *args, **kwargs)
-        if "generating" in current and model is trainer.model and not torch.is_grad_enabled():
-            current["student_logps"] = result[0]  # the behaviour (π_old) forward of the generation batch
-        return result
+    def weighed_fields(scored, behaviour_logps, weighed):
+        return {
+            "scope_weight": weighed["scope_weight"].tolist(),
+            "scope_path": weighed["scope_path"].tolist(),
+            "local_student_seq_logps": seq_means(torch.where(scored.loss_token, behaviour_logps, 0.0), scored.mask),
+            "dual_path_weights": current.get("dual_path_weights"),
+        }
 
-    trainer._get_per_token_logps_and_entropies = recording_logps
+    original_weigh = trainer._weigh_generation_batch
+
+    def recording_weigh(scored, behaviour_logps):
+        weighed = original_weigh(scored, behaviour_logps)
+        fields = weighed_fields(scored, behaviour_logps, weighed)
+        if "record" in pending:  # weighed in the loss forward: the generation batch's record was waiting
+            record = pending.pop("record")
+            record.update(fields)
+            records.append(record)
+        else:
+            pending["fields"] = fields
+        return weighed
+
+    trainer._weigh_generation_batch = recording_weigh
 
     original_generate = trainer._generate_and_score_completions
 
     def recording_generate(inputs):
         current.clear()
-        current["generating"] = True
         out = original_generate(inputs)
         mask = out["completion_mask"]
         rewards = trainer._last_rewards_per_func
-        behaviour = out.get("old_per_token_logps", current.get("student_logps"))
-        records.append(
-            {
-                "training": trainer.model.training,
-                "prompts": trainer.processing_class.batch_decode(out["prompt_ids"], skip_special_tokens=True),
-                "prompt_ids": out["prompt_ids"].tolist(),
-                "prompt_mask": out["prompt_mask"].tolist(),
-                "completion_ids": out["completion_ids"].tolist(),
-                "completion_mask": mask.tolist(),
-                "rewards": [[None if math.isnan(v) else v for v in row] for row in rewards.tolist()],
-                "scope_weight": out["scope_weight"].tolist(),
-                "scope_path": out["scope_path"].tolist(),
-                "dual_path_weights": current.get("dual_path_weights"),
-                "local_student_seq_logps": None if behaviour is None else seq_means(behaviour, mask),
-                "local_teacher_seq_logps": seq_means(current["teacher_logps"], mask),
-                "score_rows": current["score_rows"],
-                "teacher_calls": current.get("teacher_calls", []),
-            }
-        )
-        current.clear()
+        record = {
+            "training": trainer.model.training,
+            "prompts": trainer.processing_class.batch_decode(out["prompt_ids"], skip_special_tokens=True),
+            "prompt_ids": out["prompt_ids"].tolist(),
+            "prompt_mask": out["prompt_mask"].tolist(),
+            "completion_ids": out["completion_ids"].tolist(),
+            "completion_mask": mask.tolist(),
+            "rewards": [[None if math.isnan(v) else v for v in row] for row in rewards.tolist()],
+            "local_teacher_seq_logps": seq_means(current["teacher_logps"], mask),
+            "score_rows": current["score_rows"],
+            "teacher_calls": current.get("teacher_calls", []),
+            "weighed_in_loss": "scope_row" in out,
+        }
+        if "fields" in pending:  # weighed while scoring
+            record.update(pending.pop("fields"))
+            records.append(record)
+        else:
+            pending["record"] = record
         return out
 
     trainer._generate_and_score_completions = recording_generate
