@@ -149,11 +149,12 @@ class TeacherFreeControlTrainer(SCOPETrainer):
     def _score_with_teacher(self, input_ids, attention_mask, logits_to_keep, rows, batch_size):
         return torch.zeros(input_ids.size(0), logits_to_keep, device=input_ids.device)
 
-    def _generate_and_score_completions(self, inputs):
-        out = super()._generate_and_score_completions(inputs)
-        incorrect = (out["scope_path"] == INCORRECT).unsqueeze(1)
-        out["advantages"] = torch.where(incorrect, self.NEGATIVE_ADVANTAGE, out["advantages"])
-        return out
+    def _weigh_generation_batch(self, scored, behaviour_logps):
+        # Where SCOPE's per-token advantages are made, at generation or in the loss forward (`SCOPETrainer` docs).
+        weighed = super()._weigh_generation_batch(scored, behaviour_logps)
+        incorrect = (weighed["scope_path"] == INCORRECT).unsqueeze(1)
+        weighed["advantages"] = torch.where(incorrect, self.NEGATIVE_ADVANTAGE, weighed["advantages"])
+        return weighed
 
 
 def make_trainer(
