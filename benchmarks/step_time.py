@@ -76,6 +76,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from benchmarks.peak_memory import PeakMemory  # noqa: E402
+from benchmarks.report import finish  # noqa: E402
 
 
 OVERHEAD_TARGET = 0.03  # SCOPE's own overhead, as a fraction of GRPO's step
@@ -739,19 +740,8 @@ def main(argv=None) -> int:
         "rows": rows,
         "checks": checks(rows),
     }
-    record["passed"] = all(c["passed"] for c in record["checks"].values())
     stem = "step_time_smoke" if args.smoke else f"step_time_{args.device}"
-    (output_dir / f"{stem}.json").write_text(json.dumps(record, indent=1))
-    text = markdown(record)
-    (output_dir / f"{stem}.md").write_text(text)
-    print(text)
-    try:
-        plot(record, output_dir / f"{stem}.png")
-    except Exception as error:  # the results are on disk; the plot is optional
-        print(f"plot: not drawn ({error})")
-    if args.smoke:
-        return 0  # tiny sizes: every row and phase runs, the targets are reported, not enforced
-    return 0 if record["passed"] else 1
+    return finish(record, output_dir, stem, markdown, plot, smoke=args.smoke)
 
 
 if __name__ == "__main__":

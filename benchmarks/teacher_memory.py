@@ -25,7 +25,6 @@ Outputs in `--output-dir` (default `benchmarks/results`): `teacher_memory.md`, `
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from benchmarks.peak_memory import PeakMemory  # noqa: E402
+from benchmarks.report import finish  # noqa: E402
 
 
 QWEN3_VOCABULARY = 151_936
@@ -201,19 +201,8 @@ def main(argv=None) -> int:
     )
     record = {"date": time.strftime("%Y-%m-%d"), "machine": machine, "settings": vars(args), "rows": rows}
     record["checks"] = checks(rows)
-    record["passed"] = all(c["passed"] for c in record["checks"].values())
     stem = "teacher_memory_smoke" if args.smoke else "teacher_memory"
-    (output_dir / f"{stem}.json").write_text(json.dumps(record, indent=1))
-    text = markdown(record)
-    (output_dir / f"{stem}.md").write_text(text)
-    print(text)
-    try:
-        plot(record, output_dir / f"{stem}.png")
-    except Exception as error:  # the results are on disk; the plot is optional
-        print(f"plot: not drawn ({error})")
-    if args.smoke:
-        return 0  # tiny sizes: the targets are reported, not enforced
-    return 0 if record["passed"] else 1
+    return finish(record, output_dir, stem, markdown, plot, smoke=args.smoke)
 
 
 if __name__ == "__main__":
