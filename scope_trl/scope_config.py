@@ -78,6 +78,13 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
             Port of the teacher's vLLM server, used with `teacher_model_server_host`.
         teacher_model_server_timeout (`float`, *optional*, defaults to `240.0`):
             Seconds to wait for the teacher's server to answer its health check at start-up before failing.
+        teacher_model_server_request_timeout (`float`, *optional*, defaults to `300.0`):
+            Seconds one scoring request may take (connecting, or waiting for the answer) before it counts as failed
+            and is retried. A server that stalls therefore costs at most (1 + retries) times this, plus the back-off.
+        teacher_model_server_max_retries (`int`, *optional*, defaults to `3`):
+            Retries of a scoring request after a connection error, a timeout or a 5xx answer (500, 502, 503, 504),
+            waiting 1, 2, 4, ... seconds in between. When a request still fails, every training process stops with
+            the same error, which names the failed process and the server's answer.
 
         > Parameters that control routing and the Dual-Path Adaptive Weighting
 
@@ -210,6 +217,20 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
     teacher_model_server_timeout: float = field(
         default=240.0,
         metadata={"help": "Seconds to wait for the teacher's vLLM server to be up at start-up before failing."},
+    )
+    teacher_model_server_request_timeout: float = field(
+        default=300.0,
+        metadata={
+            "help": "Seconds one scoring request to the teacher's vLLM server may take before it counts as failed "
+            "and is retried."
+        },
+    )
+    teacher_model_server_max_retries: int = field(
+        default=3,
+        metadata={
+            "help": "Retries of a scoring request after a connection error, a timeout or a 5xx answer, with "
+            "back-off (1, 2, 4, ... s). A request that still fails stops every training process with the same error."
+        },
     )
 
     # Parameters that control routing and the Dual-Path Adaptive Weighting
@@ -422,6 +443,13 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
         if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and math.isfinite(timeout)
                 and timeout >= 0):  # fmt: skip
             raise ValueError(f"teacher_model_server_timeout must be a number of seconds >= 0, got {timeout!r}.")
+        timeout = self.teacher_model_server_request_timeout
+        if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and math.isfinite(timeout)
+                and timeout > 0):  # fmt: skip
+            raise ValueError(f"teacher_model_server_request_timeout must be a number of seconds > 0, got {timeout!r}.")
+        retries = self.teacher_model_server_max_retries
+        if not (isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0):
+            raise ValueError(f"teacher_model_server_max_retries must be an integer >= 0, got {retries!r}.")
         url = self.teacher_server_base_url
         if url is None:
             return

@@ -11,18 +11,17 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoTokenizer, PreTrainedModel, ProcessorMixin
+from transformers import PreTrainedModel, ProcessorMixin
 from transformers.trainer_utils import get_last_checkpoint
-from trl.models import prepare_deepspeed, prepare_fsdp
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import add_fused_lm_head, create_model_from_path, get_config_model_id
+from trl.trainer.utils import get_config_model_id
 
 from .aggregation import global_token_normalizer
-from .checks import check_model_reference, explain_load_failure, prefer_safetensors
+from .checks import check_model_reference
 from .losses import boundary_regions, dgpo_terms, ppo_clip_loss
 from .scope_config import SCOPEConfig
 from .surrogate_trainer import PolicyBatch, SurrogateGRPOTrainer
-from .teacher_server import TeacherServer, unpadded_sequences
+from .teacher import load_teacher
 from .weights import dual_path_weights
 
 
@@ -77,7 +76,7 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             student's tokenizer. It is frozen, kept in eval mode, never saved in checkpoints (only recorded in
             `scope_teacher.json`), sharded under ZeRO-3 and replicated otherwise. With a teacher server
             (`args.teacher_model_server_url` or `_host`) nothing is loaded: the server scores the incorrect rollouts
-            (`scope_trl.teacher_server`), and `teacher_model` must be left `None`.
+            (`scope_trl.teacher`), and `teacher_model` must be left `None`.
 
     Implementation notes (decisions where the paper is silent, see `shared/docs/scope_method.md` §13):
 
@@ -153,17 +152,16 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         self._verifier_index = self._resolve_verifier(args.correctness_reward)
         self._last_rewards_per_func = None
         self._warned_nonfinite_teacher = False
-        self._teacher_offload_seconds = 0.0  # host-device transfer time of the current generation batch
         self._pending_batch: _ScoredBatch | None = None  # scored, waiting for the loss forward's π_old
-        if server_url is not None:  # the teacher lives on a vLLM server: nothing to load here
-            self.teacher_model, self.teacher_vocab_size = None, None
-            self.teacher_server = TeacherServer(server_url, args.teacher_model_server_timeout)
-            teacher = teacher or self.teacher_server.model_name
-            self._check_teacher_tokenizer_files(teacher)
-        else:
-            self.teacher_server = None
-            self.teacher_model = self._prepare_teacher(teacher)
-        self.teacher_record = self._teacher_record(teacher)
+        self.teacher = load_teacher(
+            teacher, args, self.accelerator, self.model, self.processing_class, self._get_per_token_logps_and_entropies
+        )
+        self.teacher_record = self._teacher_record()
+
+    @property
+    def teacher_model(self) -> torch.nn.Module | None:
+        """The prepared teacher in the training processes; None when a server scores."""
+        return self.teacher.model
 
     # ---------------------------------------------------------------------------------------------------------------
     # Construction
@@ -192,163 +190,15 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             f"{names} or a position from 0 to {len(names) - 1}."
         )
 
-    def _prepare_teacher(self, teacher: str | PreTrainedModel):
-        args = self.args
-        if isinstance(teacher, str):
-            init_kwargs = prefer_safetensors(args.teacher_model_init_kwargs)
-            init_kwargs.setdefault("dtype", self._teacher_default_dtype())
-            if args.teacher_model_revision is not None:
-                init_kwargs.setdefault("revision", args.teacher_model_revision)
-            init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
-            if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED", "FSDP"]:
-                init_kwargs["device_map"] = None  # each process loads its own copy; "auto" would spread it over GPUs
-            try:
-                teacher = create_model_from_path(teacher, **init_kwargs)
-            except OSError as error:
-                raise explain_load_failure(
-                    error, teacher, "teacher", "teacher_model_name_or_path", "teacher_model_init_kwargs"
-                ) from error
-        elif args.teacher_model_init_kwargs is not None:
-            raise ValueError(
-                "teacher_model_init_kwargs is set, but the teacher was passed as an instantiated model: load it with "
-                "those arguments yourself, or pass its name or path instead."
-            )
-        self._check_teacher_tokenizer(teacher)
-        self.teacher_vocab_size = teacher.config.get_text_config().vocab_size
-        student_rows = self.accelerator.unwrap_model(self.model).config.get_text_config().vocab_size
-        self._student_can_sample_unknown_ids = student_rows > self.teacher_vocab_size
-        teacher.requires_grad_(False)
-        teacher.eval()
-        # Teacher log-probs come from a fused LM head: B x T x vocabulary logits are never materialised.
-        add_fused_lm_head(teacher, temperature=args.teacher_temperature, outputs=("log_probs",))
-        self._check_teacher_offload()
-        if args.teacher_offload:  # prepared as usual, then parked on CPU until the first scoring
-            return self.accelerator.prepare_model(teacher, evaluation_mode=True).to("cpu")
-        if self.is_deepspeed_enabled:
-            return prepare_deepspeed(teacher, self.accelerator)  # sharded under ZeRO-3, a stage-0 replica otherwise
-        if self.is_fsdp_enabled:
-            return prepare_fsdp(teacher, self.accelerator)
-        return self.accelerator.prepare_model(teacher, evaluation_mode=True)
-
-    def _check_teacher_offload(self) -> None:
-        if self.args.teacher_offload and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
-            raise ValueError(
-                "teacher_offload=True is not supported with DeepSpeed or FSDP, which place the teacher themselves: under "
-                "ZeRO-3 (or FSDP) the teacher is already sharded across processes. Set teacher_offload=False, or use "
-                "a DDP / single-device accelerate config to offload it."
-            )
-
-    @contextlib.contextmanager
-    def _teacher_on_device(self):
-        """With `teacher_offload`, the teacher moves to the accelerator for the block and back to CPU after it; the
-        two transfers' time is added to `self._teacher_offload_seconds`."""
-        if not self.args.teacher_offload:
-            yield
-            return
-        start = time.perf_counter()
-        self.teacher_model.to(self.accelerator.device)
-        self._teacher_offload_seconds += time.perf_counter() - start
-        try:
-            yield
-        finally:
-            start = time.perf_counter()
-            self.teacher_model.to("cpu")
-            self._teacher_offload_seconds += time.perf_counter() - start
-
-    def _teacher_default_dtype(self) -> torch.dtype:
-        """The training precision: a frozen teacher kept in float32 under bf16 training would double its memory."""
-        if self.args.bf16:
-            return torch.bfloat16
-        if self.args.fp16:
-            return torch.float16
-        return self.model.dtype
-
-    def _teacher_record(self, teacher: str | PreTrainedModel) -> dict:
+    def _teacher_record(self) -> dict:
         """What identifies the teacher, written into every checkpoint and the model card."""
-        module = self.accelerator.unwrap_model(self.teacher_model) if self.teacher_model is not None else None
-        config = getattr(module, "config", None)
-        name = teacher if isinstance(teacher, str) else (get_config_model_id(config) if config else None)
-        record = {
-            "name_or_path": name,
-            "revision": self.args.teacher_model_revision,
-            "commit_hash": getattr(config, "_commit_hash", None),
-            "dtype": str(getattr(module, "dtype", None)).replace("torch.", "") if module is not None else None,
-            "temperature": self.args.teacher_temperature,
-        }
-        if self.teacher_server is not None:
-            record["server_url"] = self.teacher_server.base_url
+        placement = self.teacher.record()
+        record = {"name_or_path": self.teacher.name, "revision": self.args.teacher_model_revision}
+        record.update(commit_hash=placement["commit_hash"], dtype=placement["dtype"])
+        record["temperature"] = self.args.teacher_temperature
+        if "server_url" in placement:
+            record["server_url"] = placement["server_url"]
         return record
-
-    _TOKENIZER_WHY = (
-        "SCOPE feeds the student's sampled token ids to the teacher, so a different token-to-id map would make the "
-        "teacher score different text and the distillation signal meaningless. Use a teacher from the student's "
-        "model family (same tokenizer)."
-    )
-
-    def _check_teacher_tokenizer(self, teacher: PreTrainedModel) -> None:
-        """The teacher scores the student's token ids, so both must map text to the same ids."""
-        student_name = get_config_model_id(self.model.config) or "the student"
-        teacher_name = get_config_model_id(teacher.config) or "the teacher"
-        student_tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-        why = self._TOKENIZER_WHY
-        teacher_vocab_size = teacher.config.get_text_config().vocab_size
-        if len(student_tokenizer) > teacher_vocab_size:
-            raise ValueError(
-                f"The student {student_name} has {len(student_tokenizer)} tokens but the teacher {teacher_name} only "
-                f"{teacher_vocab_size} embedding rows: some student token ids do not exist for the teacher. {why}"
-            )
-        student_rows = self.accelerator.unwrap_model(self.model).config.get_text_config().vocab_size
-        if student_rows > teacher_vocab_size:
-            warnings.warn(
-                f"The student {student_name} has {student_rows} output rows (a padded embedding) but the teacher "
-                f"{teacher_name} only {teacher_vocab_size}: if the student samples one of the ids "
-                f"{teacher_vocab_size}..{student_rows - 1}, which its tokenizer never produces, the teacher cannot score "
-                "it; such a rollout gets a non-finite teacher score and follows `nonfinite_teacher_scores` "
-                f"(now {self.args.nonfinite_teacher_scores!r}).",
-                UserWarning,
-                stacklevel=3,
-            )
-        self._check_teacher_tokenizer_files(teacher_name)
-
-    def _check_teacher_tokenizer_files(self, teacher_name: str) -> None:
-        """Compare the teacher's own tokenizer (loaded by name, when it can be) with the student's."""
-        student_name = get_config_model_id(self.model.config) or "the student"
-        student_tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-        why = self._TOKENIZER_WHY
-        try:
-            teacher_tokenizer = AutoTokenizer.from_pretrained(
-                teacher_name, revision=self.args.teacher_model_revision, trust_remote_code=self.args.trust_remote_code
-            )
-        except (OSError, ValueError):
-            warnings.warn(
-                f"Could not load the tokenizer of the teacher {teacher_name} to check that it matches the student's "
-                f"({student_name}); only the vocabulary size was checked. {why}",
-                UserWarning,
-                stacklevel=3,
-            )
-            return
-        student_template = getattr(student_tokenizer, "chat_template", None)
-        teacher_template = getattr(teacher_tokenizer, "chat_template", None)
-        if teacher_template is not None and student_template != teacher_template:
-            warnings.warn(
-                f"The chat templates of the student {student_name} and the teacher {teacher_name} differ. The teacher "
-                "scores the student's token ids, rendered with the student's template, so it sees prompts formatted "
-                "the student's way; a teacher that relies on its own template (an instruct teacher for a base student, "
-                "SCOPE's main pair) may score them worse than it would its own format.",
-                UserWarning,
-                stacklevel=3,
-            )
-        student_vocab, teacher_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
-        mismatched = [token for token, index in student_vocab.items() if teacher_vocab.get(token) != index]
-        if mismatched:
-            examples = ", ".join(
-                f"{token!r}: {student_vocab[token]} vs {teacher_vocab.get(token)}" for token in sorted(mismatched)[:3]
-            )
-            raise ValueError(
-                f"The teacher {teacher_name} does not share the tokenizer of the student {student_name}: "
-                f"{len(mismatched)} of the student's {len(student_vocab)} tokens map to other ids for the teacher "
-                f"(student id vs teacher id, e.g. {examples}). {why}"
-            )
 
     # ---------------------------------------------------------------------------------------------------------------
     # The teacher's identity in checkpoints, on resume and in the model card
@@ -435,59 +285,9 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         return valid & (verifier >= self.args.correctness_threshold), valid
 
     def _score_with_teacher(self, input_ids, attention_mask, logits_to_keep, rows, batch_size) -> torch.Tensor:
-        """Teacher log-probs of the completion tokens of the selected local `rows`; 0 on the other rows.
-
-        Under ZeRO-3 (and FSDP) each teacher forward gathers sharded parameters collectively, so every process scores
-        the same number of rows (the global maximum), padding with copies of its first row; the padding is discarded.
-        """
-        teacher_logps = torch.zeros(input_ids.size(0), logits_to_keep, device=input_ids.device)
-        selected = rows.nonzero().squeeze(1)
-        num_rows = selected.numel()
-        if self.teacher_server is not None:
-            return self._score_with_teacher_server(teacher_logps, input_ids, attention_mask, selected)
-        sharded = self.is_fsdp_enabled or (
-            self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3
-        )
-        if sharded:
-            counts = self.accelerator.gather(torch.tensor([num_rows], device=input_ids.device))
-            padded = int(counts.max())
-            filler = torch.zeros(padded - num_rows, dtype=selected.dtype, device=selected.device)
-            selected = torch.cat([selected, filler])
-        if selected.numel() == 0:
-            return teacher_logps
-        rows_ids = input_ids[selected]
-        # A padded student embedding can sample ids the teacher has no row for: score a stand-in id instead of
-        # indexing out of range, and give those tokens -inf, which `nonfinite_teacher_scores` then handles.
-        unknown = None
-        if self._student_can_sample_unknown_ids:  # decided at construction: no per-batch host sync
-            unknown = rows_ids >= self.teacher_vocab_size
-            rows_ids = torch.where(unknown, getattr(self.processing_class, "pad_token_id", None) or 0, rows_ids)
-        with self._teacher_on_device():
-            logps, _, _ = self._get_per_token_logps_and_entropies(
-                self.teacher_model,
-                rows_ids,
-                attention_mask[selected],
-                logits_to_keep,
-                batch_size=batch_size,
-            )
-        logps = logps.float()
-        if unknown is not None:
-            logps = logps.masked_fill(unknown[:, -logits_to_keep:], float("-inf"))
-        teacher_logps[selected[:num_rows]] = logps[:num_rows]
-        return teacher_logps
-
-    def _score_with_teacher_server(self, teacher_logps, input_ids, attention_mask, selected) -> torch.Tensor:
-        """`_score_with_teacher` through the teacher's vLLM server: the selected rows, unpadded, in one request."""
-        if selected.numel() == 0:
-            return teacher_logps
-        width = teacher_logps.size(1)
-        ids, mask = input_ids[selected], attention_mask[selected]
-        sequences, starts = unpadded_sequences(ids[:, :-width], mask[:, :-width], ids[:, -width:], mask[:, -width:])
-        scores = self.teacher_server.score(sequences, starts)
-        # Positions past a completion are no loss tokens: 0 there, as for unscored rows.
-        padded = [row + [0.0] * (width - len(row)) for row in scores]
-        teacher_logps[selected] = torch.tensor(padded, device=teacher_logps.device)
-        return teacher_logps
+        """Teacher log-probs of the completion tokens of the selected local `rows` (B, C); 0 on the other rows, -inf
+        where the teacher cannot score a token. Called on every process (some placements score collectively)."""
+        return self.teacher.score(input_ids, attention_mask, logits_to_keep, rows, batch_size)
 
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
@@ -511,7 +311,6 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         incorrect = valid & ~correct
 
         start = time.perf_counter()
-        self._teacher_offload_seconds = 0.0
         teacher_logps = self._score_with_teacher(
             input_ids, attention_mask, logits_to_keep, incorrect[process_slice], batch_size
         )
@@ -530,7 +329,7 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             correct=correct,
             incorrect=incorrect,
             valid=valid,
-            seconds=(score_time, self._teacher_offload_seconds),
+            seconds=(score_time, self.teacher.offload_seconds),
         )
         out["outcome_advantages"] = out["advantages"]  # GRPO's (B,), used only when outcome_advantage_coef > 0
 

@@ -1,6 +1,8 @@
 """A small HTTP server that speaks the part of vLLM's OpenAI-compatible API that TRL's `VLLMClient` uses to score
 sequences (`GET /health`, `GET /v1/models`, `POST /v1/completions` with `prompt_logprobs`), answering with a real
-model's log-probs. vLLM does not run on CPU-only machines; this stands in for `vllm serve <teacher>` in the tests.
+model's log-probs. The real vLLM server is tested too (tests/test_vllm_teacher_server.py); this stand-in starts in
+milliseconds and can misbehave on demand (stall, answer 503, lose a token, send vLLM's stand-in for -inf), which a real
+server cannot be made to do.
 
 Response format, as vLLM's: `choices[i].prompt_logprobs` is a list over the prompt's positions, `None` at position 0,
 then a dict `{"<token id>": {"logprob", "rank", "decoded_token"}}` holding the top-k tokens by rank (k =
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
@@ -21,7 +24,11 @@ class FakeVLLMServer:
 
     Attributes a test may set: `error` = (status, body) to answer every completion request with; `drop` = a set of
     (sequence index within a request, prompt position) whose actual token is left out of the response (vLLM would
-    always return it; TRL then reports -inf). `requests` records every completion request's JSON body.
+    always return it; TRL then reports -inf); `negative_infinity` = such a set whose actual token's log-prob is sent as
+    -9999.0, which is what vLLM sends for -inf; `failures` = (status, count): answer the next `count` completion
+    requests with that status; `stalls` = (seconds, count): sleep that long before answering the next `count`
+    completion requests. Ids at or beyond the model's vocabulary are refused with HTTP 400, as vLLM does.
+    `requests` records every completion request's JSON body.
     """
 
     def __init__(self, model, model_name: str):
@@ -29,6 +36,10 @@ class FakeVLLMServer:
         self.requests: list[dict] = []
         self.error: tuple[int, str] | None = None
         self.drop: set[tuple[int, int]] = set()
+        self.negative_infinity: set[tuple[int, int]] = set()
+        self.failures: tuple[int, int] = (503, 0)
+        self.stalls: tuple[float, int] = (0.0, 0)
+        self.vocab_size = model.config.vocab_size
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._lock = threading.Lock()
@@ -88,8 +99,21 @@ class FakeVLLMServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server._lock:
                     server.requests.append(body)
+                    (status, failures), (seconds, stalls) = server.failures, server.stalls
+                    server.failures = (status, max(failures - 1, 0))
+                    server.stalls = (seconds, max(stalls - 1, 0))
+                if stalls:
+                    time.sleep(seconds)
+                if failures:
+                    self._reply(status, {"error": {"message": "Service Unavailable", "code": status}})
+                    return
                 if server.error is not None:
                     self._reply(*server.error)
+                    return
+                unknown = [token for sequence in body["prompt"] for token in sequence if token >= server.vocab_size]
+                if unknown:  # vLLM's answer, word for word
+                    message = f"Token id {unknown[0]} is out of vocabulary"
+                    self._reply(400, {"error": {"message": message, "type": "BadRequestError", "code": 400}})
                     return
                 if body.get("model") != server.model_name or body.get("max_tokens") != 1:
                     self._reply(400, {"error": f"unexpected request {body}"})
@@ -100,6 +124,9 @@ class FakeVLLMServer:
                     for dropped_index, position in server.drop:
                         if dropped_index == index:
                             entries[position].pop(str(sequence[position]))
+                    for clamped_index, position in server.negative_infinity:
+                        if clamped_index == index:
+                            entries[position][str(sequence[position])]["logprob"] = -9999.0
                     choices.append({"index": index, "text": "", "finish_reason": "length", "prompt_logprobs": entries})
                 self._reply(200, {"object": "text_completion", "model": server.model_name, "choices": choices})
 

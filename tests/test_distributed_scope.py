@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from scope_trl.scope_trainer import CORRECT, INCORRECT
-from scope_trl.teacher_server import unpadded_sequences
+from scope_trl.teacher import unpadded_sequences
 from scope_trl.weights import dual_path_weights
 
 from .distributed_utils import SCRIPTS_DIR, launch_script

@@ -74,6 +74,9 @@ INVALID_VALUES = [
     ({"teacher_model_server_host": 7}, "teacher_model_server_host must be None or a non-empty string"),
     ({"teacher_model_server_port": 0}, "teacher_model_server_port must be a port number"),
     ({"teacher_model_server_timeout": -1.0}, "teacher_model_server_timeout must be a number of seconds >= 0"),
+    ({"teacher_model_server_request_timeout": 0.0}, "teacher_model_server_request_timeout must be a number of"),
+    ({"teacher_model_server_max_retries": -1}, "teacher_model_server_max_retries must be an integer >= 0"),
+    ({"teacher_model_server_max_retries": 1.5}, "teacher_model_server_max_retries must be an integer >= 0"),
     ({"teacher_model_server_url": "http://h:1", "teacher_offload": True}, "teacher_offload=True and a teacher server"),
     ({"teacher_model_server_host": "h", "teacher_temperature": 0.7}, "cannot be applied by a teacher server"),
 ]

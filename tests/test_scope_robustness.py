@@ -429,12 +429,14 @@ def test_teacher_offload_trains_identically_and_rests_on_cpu(student_path, teach
 
 def test_teacher_offload_is_refused_where_deepspeed_or_fsdp_place_the_teacher(student_path, teacher_path, toy_dataset,
                                                                              tmp_path):  # fmt: skip
+    from scope_trl.teacher import OffloadedTeacher, check_offload
+
     trainer = build_trainer(SCOPETrainer, student_path, toy_dataset, tmp_path, teacher=teacher_path,
                             teacher_offload=True)  # fmt: skip
-    trainer._check_teacher_offload()  # single process: accepted
-    trainer.is_deepspeed_enabled = True
+    assert isinstance(trainer.teacher, OffloadedTeacher)  # single process: accepted
+    check_offload(teacher_offload=False, placed_by_framework=True)
     with pytest.raises(ValueError, match="teacher_offload=True is not supported with DeepSpeed or FSDP.*ZeRO-3"):
-        trainer._check_teacher_offload()
+        check_offload(teacher_offload=True, placed_by_framework=True)
 
 
 # ------------------------------------------------------------------------------------------------------------------

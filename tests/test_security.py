@@ -34,10 +34,10 @@ def test_models_load_from_safetensors_without_remote_code(student_path, teacher_
                                                           monkeypatch):  # fmt: skip
     import trl.trainer.grpo_trainer
 
-    import scope_trl.scope_trainer
+    import scope_trl.teacher
 
     calls = []
-    for module in (trl.trainer.grpo_trainer, scope_trl.scope_trainer):
+    for module in (trl.trainer.grpo_trainer, scope_trl.teacher):
         original = module.create_model_from_path
 
         def spy(model_id, *args, _original=original, **kwargs):

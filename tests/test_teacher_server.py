@@ -1,6 +1,7 @@
-"""A teacher on a vLLM server (`teacher_model_server_url`), tested against `FakeVLLMServer`: a small HTTP server that
-speaks vLLM's scoring format with the tiny teacher's real log-probs. Not run against a real vLLM here (it needs a GPU).
-"""
+"""SCOPE with its teacher on a vLLM server (`teacher_model_server_url`), tested through the trainer against
+`FakeVLLMServer`: a small HTTP server that speaks vLLM's scoring format with the tiny teacher's real log-probs and can
+misbehave on demand. The same against the real vLLM server: tests/test_vllm_teacher_server.py; the served placement on
+its own: tests/test_teacher.py."""
 
 import socket
 
@@ -8,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from scope_trl import SCOPETrainer
-from scope_trl.teacher_server import TeacherServer, unpadded_sequences
+from scope_trl import SCOPEConfig, SCOPETrainer
+from scope_trl.teacher import ServedTeacher, unpadded_sequences
 
 from .fake_vllm_server import FakeVLLMServer
 from .helpers import build_trainer, logged, snapshot
@@ -24,9 +25,13 @@ def alternate_verdicts(completions, **kwargs):
 
 
 @pytest.fixture
-def server(teacher_path):
-    model = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=torch.float32)
-    with FakeVLLMServer(model, model_name=str(teacher_path)) as running:
+def teacher(teacher_path):
+    return AutoModelForCausalLM.from_pretrained(teacher_path, dtype=torch.float32)
+
+
+@pytest.fixture
+def server(teacher, teacher_path):
+    with FakeVLLMServer(teacher, model_name=str(teacher_path)) as running:
         yield running
 
 
@@ -49,21 +54,12 @@ def padded_batch(tokenizer_rows=4, seed=0):
     return prompt_ids, prompt_mask, completion_ids, completion_mask
 
 
-def test_unpadded_sequences_drop_the_padding_on_both_sides():
-    prompt_ids = torch.tensor([[0, 0, 7, 8], [5, 6, 7, 8]])
-    prompt_mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
-    completion_ids = torch.tensor([[9, 10, 0], [11, 12, 13]])
-    completion_mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
-    sequences, starts = unpadded_sequences(prompt_ids, prompt_mask, completion_ids, completion_mask)
-    assert sequences == [[7, 8, 9, 10], [5, 6, 7, 8, 11, 12, 13]]
-    assert starts == [2, 4]
-
-
 def test_server_scores_equal_the_in_process_teacher(student_path, teacher_path, toy_dataset, tmp_path, server):
     local = build_trainer(SCOPETrainer, student_path, toy_dataset, tmp_path / "local", teacher=teacher_path)
     remote = served(student_path, toy_dataset, tmp_path / "remote", server, teacher_model_name_or_path=teacher_path)
     assert remote.teacher_model is None and remote.teacher_record["server_url"] == server.url
     assert remote.teacher_record["name_or_path"] == teacher_path
+    assert isinstance(remote.teacher, ServedTeacher) and remote.teacher.vocab_size == 320  # from the named config
 
     prompt_ids, prompt_mask, completion_ids, completion_mask = padded_batch()
     input_ids = torch.cat([prompt_ids, completion_ids], 1)
@@ -143,7 +139,35 @@ def test_a_teacher_instance_and_a_server_exclude_each_other(student_path, teache
                       teacher_model_server_url="http://127.0.0.1:1")  # fmt: skip
 
 
-def test_missing_requests_names_the_extra(monkeypatch):
-    monkeypatch.setattr("scope_trl.teacher_server.is_requests_available", lambda: False)
-    with pytest.raises(ImportError, match=r"scope-trl\[teacher-server\]"):
-        TeacherServer("http://127.0.0.1:1", timeout=0.0)
+def test_a_padded_student_through_the_server_follows_the_in_process_rule(teacher_path, toy_dataset, tmp_path,
+                                                                         server):  # fmt: skip
+    """A student whose padded embedding samples an id the served teacher lacks: the request still goes through (vLLM
+    would refuse it), and that token is -inf exactly as in process, so `nonfinite_teacher_scores` decides."""
+    from scope_trl.toy import build_tiny_model, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    padded = tmp_path / "padded-student"
+    build_tiny_model(tokenizer, seed=0, hidden_size=16, vocab_size=len(tokenizer) + 16).save_pretrained(padded)
+    tokenizer.save_pretrained(padded)
+    local = build_trainer(SCOPETrainer, str(padded), toy_dataset, tmp_path / "local", teacher=teacher_path)
+    remote = served(str(padded), toy_dataset, tmp_path / "remote", server, teacher_model_name_or_path=teacher_path)
+    prompt = torch.tensor([tokenizer("What is 1 + 2?")["input_ids"]] * 2)
+    completion = torch.tensor([[20, 21, 22, len(tokenizer) + 3], [20, 21, 22, 23]])  # row 0 samples an unknown id
+    ids = torch.cat([prompt, completion], 1)
+    rows = torch.tensor([True, True])
+    expected = local._score_with_teacher(ids, torch.ones_like(ids), 4, rows, batch_size=2)
+    scores = remote._score_with_teacher(ids, torch.ones_like(ids), 4, rows, batch_size=2)
+    assert scores[0, 3] == expected[0, 3] == float("-inf")
+    torch.testing.assert_close(scores[torch.isfinite(expected)], expected[torch.isfinite(expected)], atol=1e-5,
+                               rtol=1e-5)  # fmt: skip
+
+
+def test_an_unnamed_served_teacher_is_checked_as_far_as_it_can_be(student_path, toy_dataset, tmp_path, teacher):
+    """Served under a name that is no local path: neither its tokenizer nor its config can be loaded, so the warning
+    says that nothing was checked, and ids beyond the student's tokenizer are the ones masked."""
+    nothing_checked = pytest.warns(UserWarning, match="nothing was checked")
+    with FakeVLLMServer(teacher, model_name="org/served-teacher") as running, nothing_checked:
+        args = SCOPEConfig(str(tmp_path), use_cpu=True, report_to="none", teacher_model_server_url=running.url)
+        trainer = SCOPETrainer(student_path, alternate_verdicts, args=args, train_dataset=toy_dataset)
+    assert trainer.teacher_record["name_or_path"] == "org/served-teacher"
+    assert trainer.teacher.vocab_size == len(trainer.processing_class)

@@ -1,0 +1,571 @@
+"""Where SCOPE's teacher lives: one interface, three placements.
+
+Every placement answers the same question: the teacher's log-prob of each completion token of the selected rollouts,
+as a `(R, C)` float32 tensor (0 on rows not selected, `-inf` where the teacher cannot score a token). The trainer
+routes, weighs and applies `nonfinite_teacher_scores`; it never needs to know where the teacher is.
+
+- `InProcessTeacher`: a copy in every training process (replicated, or sharded under ZeRO-3 / FSDP, where every
+  process must make the same number of forward calls). A student whose padded embedding samples an id the teacher
+  has no row for gets `-inf` there instead of an out-of-range index.
+- `OffloadedTeacher`: in process, but resting on CPU between generation batches; it visits the accelerator to score.
+- `ServedTeacher`: a stock vLLM server (`vllm serve <teacher>`) scores the token ids over HTTP, through TRL's
+  `VLLMClient.get_sequence_logprobs`. Requests are bounded in time and retried with back-off; ids outside the served
+  vocabulary and vLLM's stand-in for `-inf` become `-inf` as in process; when one process's request finally fails,
+  every process raises the same error instead of waiting at the next collective.
+
+`load_teacher` builds the right one from a `SCOPEConfig`, with the checks that the teacher can score the student's ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Callable
+from unittest import mock
+
+import torch
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
+from trl.generation import vllm_client
+from trl.import_utils import is_requests_available, is_vllm_available
+from trl.models import prepare_deepspeed, prepare_fsdp
+from trl.trainer.utils import add_fused_lm_head, create_model_from_path, get_config_model_id
+
+from .checks import explain_load_failure, prefer_safetensors
+
+
+# vLLM's OpenAI server replaces a -inf prompt log-prob by this value (JSON has no infinity). A float32 log-prob of a
+# real token is never this low, so a value at or below it is read back as -inf.
+VLLM_NEGATIVE_INFINITY = -9999.0
+# HTTP statuses worth retrying: the server is restarting, overloaded or behind a proxy that lost it for a moment.
+RETRIED_STATUSES = (500, 502, 503, 504)
+
+TOKENIZER_WHY = (
+    "SCOPE feeds the student's sampled token ids to the teacher, so a different token-to-id map would make the teacher "
+    "score different text and the distillation signal meaningless. Use a teacher from the student's model family "
+    "(same tokenizer)."
+)
+
+# A per-token log-prob function with the signature of `GRPOTrainer._get_per_token_logps_and_entropies`.
+LogProbFunction = Callable[..., tuple]
+
+
+class Teacher:
+    """The interface. `model` is the prepared module in the training processes (None for a served teacher),
+    `offload_seconds` the host-device transfer time of the last `score` call."""
+
+    model: torch.nn.Module | None = None
+    offload_seconds: float = 0.0
+    name: str | None = None  # the name or path it was loaded or served under, for the record
+
+    def score(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        logits_to_keep: int,
+        rows: torch.Tensor,
+        batch_size: int,
+    ) -> torch.Tensor:
+        """The teacher's log-probs of the completion tokens of the selected rows.
+
+        Args:
+            input_ids, attention_mask: (R, P + C), prompts left-padded, completions right-padded.
+            logits_to_keep: C, the completion width.
+            rows: (R,) bool, the rows to score. Collective placements are called on every process, rows or not.
+            batch_size: rows per teacher forward (in process).
+
+        Returns:
+            (R, C) float32: the log-probs on selected rows, 0 elsewhere, `-inf` where a token cannot be scored.
+        """
+        raise NotImplementedError
+
+    def record(self) -> dict:
+        """What identifies the teacher's weights and placement, for checkpoints and the model card."""
+        module = self.model
+        while hasattr(module, "module"):  # DeepSpeed / DDP wrappers
+            module = module.module
+        config = getattr(module, "config", None)
+        return {
+            "commit_hash": getattr(config, "_commit_hash", None),
+            "dtype": str(getattr(module, "dtype", None)).replace("torch.", ""),
+        }
+
+
+class InProcessTeacher(Teacher):
+    """A teacher in every training process.
+
+    Args:
+        model: the prepared teacher (a module, or a DeepSpeed / FSDP wrapper), frozen, in eval mode.
+        logps_fn: per-token log-probs, `(model, input_ids, attention_mask, logits_to_keep, batch_size=) -> (logps,
+            ...)`; the trainer's `_get_per_token_logps_and_entropies` (fused LM head: no B x T x V logits).
+        vocab_size: the teacher's vocabulary (embedding rows). Ids at or beyond it are scored as a stand-in id and get
+            `-inf`, which only happens when the student's (padded) embedding is larger.
+        student_vocab_rows: the student's output rows; when they do not exceed `vocab_size` the check is skipped.
+        filler_id: the stand-in id (the pad token).
+        accelerator: for the row-count agreement under sharding.
+        sharded: whether every forward is a collective (ZeRO-3, FSDP): then every process scores as many rows as the
+            process with the most, padding with copies of its first row, and the padding is dropped.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        logps_fn: LogProbFunction,
+        vocab_size: int,
+        student_vocab_rows: int,
+        filler_id: int = 0,
+        accelerator=None,
+        sharded: bool = False,
+    ):
+        self.model, self.logps_fn, self.vocab_size = model, logps_fn, vocab_size
+        self.student_can_sample_unknown_ids = student_vocab_rows > vocab_size  # decided once: no per-batch sync
+        self.filler_id, self.accelerator, self.sharded = filler_id, accelerator, sharded
+
+    def score(self, input_ids, attention_mask, logits_to_keep, rows, batch_size):
+        teacher_logps = torch.zeros(input_ids.size(0), logits_to_keep, device=input_ids.device)
+        selected = rows.nonzero().squeeze(1)
+        num_rows = selected.numel()
+        if self.sharded:
+            counts = self.accelerator.gather(torch.tensor([num_rows], device=input_ids.device))
+            filler = torch.zeros(int(counts.max()) - num_rows, dtype=selected.dtype, device=selected.device)
+            selected = torch.cat([selected, filler])
+        if selected.numel() == 0:
+            return teacher_logps
+        rows_ids = input_ids[selected]
+        unknown = None
+        if self.student_can_sample_unknown_ids:
+            unknown = rows_ids >= self.vocab_size
+            rows_ids = torch.where(unknown, self.filler_id, rows_ids)
+        logps = self._forward(rows_ids, attention_mask[selected], logits_to_keep, batch_size).float()
+        if unknown is not None:
+            logps = logps.masked_fill(unknown[:, -logits_to_keep:], float("-inf"))
+        teacher_logps[selected[:num_rows]] = logps[:num_rows]
+        return teacher_logps
+
+    def _forward(self, input_ids, attention_mask, logits_to_keep, batch_size) -> torch.Tensor:
+        logps, *_ = self.logps_fn(self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size)
+        return logps
+
+
+class OffloadedTeacher(InProcessTeacher):
+    """An in-process teacher that rests on CPU: each `score` moves it to `device`, scores, and moves it back, and
+    records the two transfers' time in `offload_seconds`. Arguments as `InProcessTeacher`, plus `device`."""
+
+    def __init__(self, model, logps_fn, vocab_size, student_vocab_rows, filler_id=0, accelerator=None, device="cpu"):
+        super().__init__(model.to("cpu"), logps_fn, vocab_size, student_vocab_rows, filler_id, accelerator)
+        self.device = torch.device(device)
+
+    def _forward(self, input_ids, attention_mask, logits_to_keep, batch_size):
+        start = time.perf_counter()
+        self.model.to(self.device)
+        self.offload_seconds = time.perf_counter() - start
+        try:
+            return super()._forward(input_ids, attention_mask, logits_to_keep, batch_size)
+        finally:
+            start = time.perf_counter()
+            self.model.to("cpu")
+            self.offload_seconds += time.perf_counter() - start
+
+    def score(self, input_ids, attention_mask, logits_to_keep, rows, batch_size):
+        self.offload_seconds = 0.0
+        return super().score(input_ids, attention_mask, logits_to_keep, rows, batch_size)
+
+
+class TeacherServerError(RuntimeError):
+    """The teacher's server failed for good (after the retries), or answered something that is not vLLM's format."""
+
+
+@contextlib.contextmanager
+def _without_vllm_import_check():
+    """TRL's client refuses to start without vLLM installed because weight synchronisation needs it; scoring is plain
+    HTTP, so a training process that only talks to a remote teacher does not need vLLM (whose wheels pin torch)."""
+    if is_vllm_available():
+        yield
+        return
+    with mock.patch.object(vllm_client, "is_vllm_available", return_value=True):
+        yield
+
+
+def _bounded_session(timeout: float, max_retries: int, backoff: float):
+    """A `requests` session whose every request times out after `timeout` s and that retries connection errors,
+    timeouts and 5xx answers `max_retries` times, waiting backoff, 2 x backoff, ... in between."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    class BoundedSession(requests.Session):
+        def request(self, *args, **kwargs):
+            kwargs.setdefault("timeout", timeout)
+            return super().request(*args, **kwargs)
+
+    session = BoundedSession()
+    retry = Retry(
+        total=max_retries,
+        connect=max_retries,
+        read=max_retries,
+        status=max_retries,
+        status_forcelist=RETRIED_STATUSES,
+        allowed_methods=["GET", "POST"],  # scoring has no side effect: a POST is safe to repeat
+        backoff_factor=backoff,
+        raise_on_status=False,  # the last answer reaches the caller, which names its status
+    )
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class ServedTeacher(Teacher):
+    """The teacher's vLLM server at `base_url`, as seen by one training process.
+
+    Args:
+        base_url: `http(s)://host:port` of the server.
+        startup_timeout: seconds to wait for the server's health check at construction before failing.
+        request_timeout: seconds one scoring request may take (connecting or waiting for the answer) before it is
+            retried.
+        max_retries: retries of a request after a connection error, a timeout or a 5xx answer; the waits between
+            them double from `backoff` seconds. A request that still fails raises `TeacherServerError`.
+        vocab_size: the served teacher's vocabulary. Ids at or beyond it are sent as `filler_id` and get `-inf`
+            (vLLM refuses a request that contains one). None: nothing is masked.
+        accelerator: with several processes, every `score` call ends with one collective in which the processes
+            agree on failure, so that all of them raise the same error.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        startup_timeout: float = 240.0,
+        request_timeout: float = 300.0,
+        max_retries: int = 3,
+        backoff: float = 1.0,
+        vocab_size: int | None = None,
+        filler_id: int = 0,
+        accelerator=None,
+    ):
+        if not is_requests_available():
+            raise ImportError(
+                f"A teacher server ({base_url}) is reached over HTTP with `requests`, which is not installed: "
+                "pip install 'scope-trl[teacher-server]' (or pip install requests)."
+            )
+        self.base_url, self.vocab_size, self.filler_id = base_url, vocab_size, filler_id
+        self.request_timeout, self.max_retries, self.accelerator = request_timeout, max_retries, accelerator
+        self._wait_until_healthy(startup_timeout)
+        try:
+            with _without_vllm_import_check():
+                self.client = vllm_client.VLLMClient(base_url=base_url, connection_timeout=startup_timeout)
+        except Exception as error:
+            raise ConnectionError(self._unreachable(startup_timeout, error)) from error
+        self.client.session = _bounded_session(request_timeout, max_retries, backoff)
+        self.model_name: str = self.client.model  # the id the server reports in /v1/models
+
+    def _unreachable(self, timeout: float, error) -> str:
+        return (
+            f"Could not reach the teacher's vLLM server at {self.base_url} (teacher_model_server_url, or "
+            f"teacher_model_server_host/_port) within teacher_model_server_timeout={timeout} s: {error}. Start it "
+            "with `vllm serve <teacher>` and check the address, or unset those fields to load the teacher locally."
+        )
+
+    def _wait_until_healthy(self, timeout: float) -> None:
+        """Poll `/health`, each probe bounded in time (TRL's own check has no per-request timeout, so a server that
+        accepts the connection and never answers would hang it)."""
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while True:
+            probe = min(max(deadline - time.monotonic(), 0.5), 10.0)
+            try:
+                if requests.get(f"{self.base_url}/health", timeout=probe).status_code == 200:
+                    return
+                error = "the health check did not answer 200"
+            except requests.RequestException as exception:
+                error = exception
+            if time.monotonic() >= deadline:
+                raise ConnectionError(self._unreachable(timeout, error))
+            time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+
+    def request(self, sequences: list[list[int]], completion_starts: list[int]) -> list[list[float]]:
+        """The server's log-prob of each completion token of each sequence (one HTTP request, retried as configured).
+
+        Args:
+            sequences: token ids, prompt then completion, without padding; one list per rollout.
+            completion_starts: index of each sequence's first completion token (its prompt length).
+
+        Returns:
+            One list per sequence of `len(sequence) - start` log-probs; `-inf` where the server did not return the
+            sampled token or returned vLLM's stand-in for `-inf` (`VLLM_NEGATIVE_INFINITY`).
+        """
+        try:
+            result = self.client.get_sequence_logprobs(sequences, completion_starts, top_logprobs=1, temperature=1.0)
+        except Exception as error:
+            raise TeacherServerError(
+                f"The teacher's vLLM server at {self.base_url} failed to score {len(sequences)} sequences (POST "
+                f"{self.base_url}/v1/completions with prompt_logprobs; {self.max_retries} retries, "
+                f"teacher_model_server_request_timeout={self.request_timeout} s each): {error}"
+            ) from error
+        scores = []
+        for row, sequence, start in zip(result["actual_logprobs"], sequences, completion_starts, strict=True):
+            if len(row) != len(sequence) - start:
+                raise TeacherServerError(
+                    f"The teacher's vLLM server at {self.base_url} returned {len(row)} log-probs for a completion of "
+                    f"{len(sequence) - start} tokens: it does not speak vLLM's prompt_logprobs format."
+                )
+            scores.append([value if value > VLLM_NEGATIVE_INFINITY else float("-inf") for (value, *_) in row])
+        return scores
+
+    def score(self, input_ids, attention_mask, logits_to_keep, rows, batch_size):
+        teacher_logps = torch.zeros(input_ids.size(0), logits_to_keep, device=input_ids.device)
+        selected = rows.nonzero().squeeze(1)
+        failure = None
+        if selected.numel() > 0:
+            width = logits_to_keep
+            ids, mask = input_ids[selected], attention_mask[selected]
+            unknown = None
+            if self.vocab_size is not None:
+                unknown = ids[:, -width:] >= self.vocab_size
+                ids = torch.where(ids >= self.vocab_size, self.filler_id, ids)
+            sequences, starts = unpadded_sequences(
+                ids[:, :-width], mask[:, :-width], ids[:, -width:], mask[:, -width:]
+            )
+            try:
+                scores = self.request(sequences, starts)
+            except TeacherServerError as error:
+                failure = str(error)
+            else:
+                # Positions past a completion are no loss tokens: 0 there, as for unscored rows.
+                padded = torch.tensor([row + [0.0] * (width - len(row)) for row in scores], device=input_ids.device)
+                if unknown is not None:
+                    padded = padded.masked_fill(unknown, float("-inf"))
+                teacher_logps[selected] = padded
+        self._agree_on_failure(failure)
+        return teacher_logps
+
+    def _agree_on_failure(self, failure: str | None) -> None:
+        """Raise on every process when the request of any failed: the message names the first failed process."""
+        accelerator = self.accelerator
+        if accelerator is not None and accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            failures = gather_object([failure])
+            failed = [(rank, message) for rank, message in enumerate(failures) if message is not None]
+            if failed:
+                rank, message = failed[0]
+                raise TeacherServerError(f"Training process {rank} of {len(failures)} stopped: {message}")
+        elif failure is not None:
+            raise TeacherServerError(failure)
+
+    def record(self) -> dict:
+        return {"commit_hash": None, "dtype": None, "server_url": self.base_url}
+
+
+def unpadded_sequences(
+    prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor, completion_mask: torch.Tensor
+) -> tuple[list[list[int]], list[int]]:
+    """Rows of TRL's padded batch (left-padded prompts, right-padded completions) as the unpadded token lists a server
+    scores, and the prompt length of each. Shapes: prompts (R, P), completions (R, C); masks are 0/1.
+
+    A completion keeps every token up to its last unmasked one, so the lists line up with the completion columns.
+    """
+    positions = torch.arange(1, completion_mask.size(1) + 1, device=completion_mask.device)
+    completion_lengths = (completion_mask * positions).amax(1).tolist()
+    sequences, starts = [], []
+    for prompt, keep, completion, length in zip(
+        prompt_ids.tolist(), prompt_mask.bool().tolist(), completion_ids.tolist(), completion_lengths, strict=True
+    ):
+        prompt = [token for token, kept in zip(prompt, keep, strict=True) if kept]
+        sequences.append(prompt + completion[:length])
+        starts.append(len(prompt))
+    return sequences, starts
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building the teacher from a SCOPEConfig
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def load_teacher(
+    teacher: str | PreTrainedModel | None, args, accelerator, student, tokenizer, logps_fn: LogProbFunction
+) -> Teacher:
+    """The teacher that `args` (a `SCOPEConfig`) places, checked against the student.
+
+    Args:
+        teacher: a name, a path or a model instance; for a served teacher, the optional name of the served model.
+        args: the `SCOPEConfig`.
+        accelerator: the trainer's `Accelerator`.
+        student: the student (wrapped or not), for its vocabulary and name.
+        tokenizer: the student's tokenizer (or processor holding one).
+        logps_fn: the trainer's `_get_per_token_logps_and_entropies`.
+    """
+    student_tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    student = accelerator.unwrap_model(student)
+    student_rows = student.config.get_text_config().vocab_size
+    filler_id = getattr(student_tokenizer, "pad_token_id", None) or 0
+    check = TokenizerCheck(student, student_tokenizer, args)
+    server_url = args.teacher_server_base_url
+    if server_url is not None:
+        config = _served_teacher_config(teacher, args)
+        vocab_size = config.get_text_config().vocab_size if config is not None else None
+        served = ServedTeacher(
+            server_url,
+            startup_timeout=args.teacher_model_server_timeout,
+            request_timeout=args.teacher_model_server_request_timeout,
+            max_retries=args.teacher_model_server_max_retries,
+            vocab_size=vocab_size if vocab_size is not None else len(student_tokenizer),
+            filler_id=filler_id,
+            accelerator=accelerator,
+        )
+        served.name = teacher or served.model_name
+        if vocab_size is not None:
+            check.vocabulary(served.name, vocab_size)
+        check.tokenizer_files(served.name, vocab_checked=vocab_size is not None)
+        return served
+
+    name_or_path = teacher
+    if isinstance(teacher, str):
+        init_kwargs = prefer_safetensors(args.teacher_model_init_kwargs)
+        init_kwargs.setdefault("dtype", _training_dtype(args, student))
+        if args.teacher_model_revision is not None:
+            init_kwargs.setdefault("revision", args.teacher_model_revision)
+        init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+        if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED", "FSDP"]:
+            init_kwargs["device_map"] = None  # each process loads its own copy; "auto" would spread it over GPUs
+        try:
+            teacher = create_model_from_path(teacher, **init_kwargs)
+        except OSError as error:
+            raise explain_load_failure(
+                error, teacher, "teacher", "teacher_model_name_or_path", "teacher_model_init_kwargs"
+            ) from error
+    elif args.teacher_model_init_kwargs is not None:
+        raise ValueError(
+            "teacher_model_init_kwargs is set, but the teacher was passed as an instantiated model: load it with those "
+            "arguments yourself, or pass its name or path instead."
+        )
+    vocab_size = teacher.config.get_text_config().vocab_size
+    name = name_or_path if isinstance(name_or_path, str) else get_config_model_id(teacher.config)
+    check.vocabulary(name or "the teacher", vocab_size)
+    check.tokenizer_files(name or "the teacher", vocab_checked=True)
+    teacher.requires_grad_(False)
+    teacher.eval()
+    # Teacher log-probs come from a fused LM head: B x T x vocabulary logits are never materialised.
+    add_fused_lm_head(teacher, temperature=args.teacher_temperature, outputs=("log_probs",))
+    deepspeed = accelerator.state.deepspeed_plugin is not None
+    fsdp = getattr(accelerator.state, "fsdp_plugin", None) is not None
+    check_offload(args.teacher_offload, deepspeed or fsdp)
+    common = {"vocab_size": vocab_size, "student_vocab_rows": student_rows, "filler_id": filler_id}
+    if args.teacher_offload:  # prepared as usual, then parked on CPU until the first scoring
+        prepared = accelerator.prepare_model(teacher, evaluation_mode=True)
+        placed = OffloadedTeacher(prepared, logps_fn, accelerator=accelerator, device=accelerator.device, **common)
+        placed.name = name
+        return placed
+    if deepspeed:
+        prepared = prepare_deepspeed(teacher, accelerator)  # sharded under ZeRO-3, a stage-0 replica otherwise
+    elif fsdp:
+        prepared = prepare_fsdp(teacher, accelerator)
+    else:
+        prepared = accelerator.prepare_model(teacher, evaluation_mode=True)
+    sharded = fsdp or (deepspeed and accelerator.state.deepspeed_plugin.zero_stage == 3)
+    placed = InProcessTeacher(prepared, logps_fn, accelerator=accelerator, sharded=sharded, **common)
+    placed.name = name
+    return placed
+
+
+def check_offload(teacher_offload: bool, placed_by_framework: bool) -> None:
+    if teacher_offload and placed_by_framework:
+        raise ValueError(
+            "teacher_offload=True is not supported with DeepSpeed or FSDP, which place the teacher themselves: under "
+            "ZeRO-3 (or FSDP) the teacher is already sharded across processes. Set teacher_offload=False, or use a "
+            "DDP / single-device accelerate config to offload it."
+        )
+
+
+def _training_dtype(args, student) -> torch.dtype:
+    """The training precision: a frozen teacher kept in float32 under bf16 training would double its memory."""
+    if args.bf16:
+        return torch.bfloat16
+    if args.fp16:
+        return torch.float16
+    return student.dtype
+
+
+def _served_teacher_config(teacher: str | None, args):
+    """The served teacher's config, when its name is a local path or a cached Hub id; None otherwise."""
+    if teacher is None:
+        return None
+    try:
+        return AutoConfig.from_pretrained(
+            teacher, revision=args.teacher_model_revision, trust_remote_code=args.trust_remote_code
+        )
+    except (OSError, ValueError):
+        return None
+
+
+class TokenizerCheck:
+    """The teacher scores the student's token ids, so both must map text to the same ids."""
+
+    def __init__(self, student, student_tokenizer, args):
+        self.student_name = get_config_model_id(student.config) or "the student"
+        self.student_rows = student.config.get_text_config().vocab_size
+        self.tokenizer, self.args = student_tokenizer, args
+
+    def vocabulary(self, teacher_name: str, teacher_vocab_size: int) -> None:
+        """Every id the student's tokenizer produces must have a teacher row; a padded student embedding warns."""
+        if len(self.tokenizer) > teacher_vocab_size:
+            raise ValueError(
+                f"The student {self.student_name} has {len(self.tokenizer)} tokens but the teacher {teacher_name} only "
+                f"{teacher_vocab_size} embedding rows: some student token ids do not exist for the teacher. "
+                f"{TOKENIZER_WHY}"
+            )
+        if self.student_rows > teacher_vocab_size:
+            warnings.warn(
+                f"The student {self.student_name} has {self.student_rows} output rows (a padded embedding) but the "
+                f"teacher {teacher_name} only {teacher_vocab_size}: if the student samples one of the ids "
+                f"{teacher_vocab_size}..{self.student_rows - 1}, which its tokenizer never produces, the teacher cannot "
+                "score it; such a rollout gets a non-finite teacher score and follows `nonfinite_teacher_scores` "
+                f"(now {self.args.nonfinite_teacher_scores!r}).",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    def tokenizer_files(self, teacher_name: str, vocab_checked: bool) -> None:
+        """Compare the teacher's own tokenizer (loaded by name, when it can be) with the student's."""
+        args = self.args
+        try:
+            teacher_tokenizer = AutoTokenizer.from_pretrained(
+                teacher_name, revision=args.teacher_model_revision, trust_remote_code=args.trust_remote_code
+            )
+        except (OSError, ValueError):
+            checked = (
+                "only the vocabulary size was checked"
+                if vocab_checked
+                else "nothing was checked (neither its tokenizer nor its config could be loaded by that name; name "
+                "the served teacher's local path or Hub id in teacher_model_name_or_path to check both, and to mask "
+                "student ids beyond its vocabulary)"
+            )
+            warnings.warn(
+                f"Could not load the tokenizer of the teacher {teacher_name} to check that it matches the student's "
+                f"({self.student_name}); {checked}. {TOKENIZER_WHY}",
+                UserWarning,
+                stacklevel=4,
+            )
+            return
+        student_template = getattr(self.tokenizer, "chat_template", None)
+        teacher_template = getattr(teacher_tokenizer, "chat_template", None)
+        if teacher_template is not None and student_template != teacher_template:
+            warnings.warn(
+                f"The chat templates of the student {self.student_name} and the teacher {teacher_name} differ. The "
+                "teacher scores the student's token ids, rendered with the student's template, so it sees prompts "
+                "formatted the student's way; a teacher that relies on its own template (an instruct teacher for a "
+                "base student, SCOPE's main pair) may score them worse than it would its own format.",
+                UserWarning,
+                stacklevel=4,
+            )
+        student_vocab, teacher_vocab = self.tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
+        mismatched = [token for token, index in student_vocab.items() if teacher_vocab.get(token) != index]
+        if mismatched:
+            examples = ", ".join(
+                f"{token!r}: {student_vocab[token]} vs {teacher_vocab.get(token)}" for token in sorted(mismatched)[:3]
+            )
+            raise ValueError(
+                f"The teacher {teacher_name} does not share the tokenizer of the student {self.student_name}: "
+                f"{len(mismatched)} of the student's {len(student_vocab)} tokens map to other ids for the teacher "
+                f"(student id vs teacher id, e.g. {examples}). {TOKENIZER_WHY}"
+            )
