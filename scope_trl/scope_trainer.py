@@ -21,7 +21,7 @@ from .checks import check_model_reference
 from .losses import boundary_regions, dgpo_terms, ppo_clip_loss
 from .scope_config import SCOPEConfig
 from .surrogate_trainer import PolicyBatch, SurrogateGRPOTrainer
-from .teacher import load_teacher
+from .teacher import VLLM_NEGATIVE_INFINITY, load_teacher
 from .weights import dual_path_weights
 
 
@@ -316,7 +316,9 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         )
         score_time = time.perf_counter() - start
         # A non-finite teacher score never reaches the loss: its rollout leaves the distillation path (or we stop).
-        local_nonfinite = (loss_token & ~torch.isfinite(teacher_logps)).any(1)
+        # A log-prob at or below vLLM's stand-in for -inf counts too, whichever placement scored it, so that a served
+        # and an in-process teacher route the same rollouts (NaN fails the comparison as well).
+        local_nonfinite = (loss_token & ~(teacher_logps > VLLM_NEGATIVE_INFINITY)).any(1)
         teacher_logps = torch.where(loss_token & ~local_nonfinite.unsqueeze(1), teacher_logps, 0.0)
         scored = _ScoredBatch(
             mode=mode,
@@ -480,9 +482,9 @@ class SCOPETrainer(SurrogateGRPOTrainer):
     def _on_nonfinite_teacher_scores(self, count: int, scored: int) -> None:
         """Apply `nonfinite_teacher_scores` to a generation batch in which `count` scored rollouts are non-finite."""
         message = (
-            f"The teacher gave a non-finite log-prob (-inf or NaN) to a loss token of {count} of the {scored} rollouts "
-            f"it scored at step {self.state.global_step} (a token it gives probability 0, an id outside its "
-            "vocabulary, or an fp16 overflow)."
+            f"The teacher gave a non-finite log-prob (-inf, NaN, or at most {VLLM_NEGATIVE_INFINITY}) to a loss token "
+            f"of {count} of the {scored} rollouts it scored at step {self.state.global_step} (a token it gives "
+            "probability 0, an id outside its vocabulary, or an fp16 overflow)."
         )
         if self.args.nonfinite_teacher_scores == "error":
             raise ValueError(

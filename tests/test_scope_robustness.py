@@ -142,7 +142,9 @@ def poison_teacher_scores(trainer, value):
     return poisoned
 
 
-@pytest.mark.parametrize("value", [float("-inf"), float("nan")])
+# -1e30 is finite but below vLLM's stand-in for -inf (-9999): a served teacher could not tell it from -inf, so no
+# placement does.
+@pytest.mark.parametrize("value", [float("-inf"), float("nan"), -1e30])
 def test_nonfinite_teacher_scores_never_reach_the_loss(value, student_path, teacher_path, toy_dataset, tmp_path):
     trainer = build_scope(
         student_path, teacher_path, toy_dataset, tmp_path, max_steps=2, per_device_train_batch_size=ROWS
