@@ -28,6 +28,18 @@ def vllm_toy_paths(tmp_path_factory):
     return build_toy_testbed(tmp_path_factory.mktemp("vllm_toy"), vllm_compatible=True)
 
 
+@pytest.fixture(scope="session")
+def vllm_teacher_server(vllm_toy_paths, tmp_path_factory):
+    """A real vLLM OpenAI-compatible server (CPU build) serving the vLLM-sized teacher, started once per session (about
+    40 s on 2 idle cores) and always stopped with its engine and worker processes; its log is `server.log` in the
+    session's temporary directory `vllm_server*`. Only for tests marked `vllm`."""
+    from .vllm_server import VLLMServer
+
+    log_path = tmp_path_factory.mktemp("vllm_server") / "server.log"
+    with VLLMServer(vllm_toy_paths["teacher"], log_path) as server:
+        yield server
+
+
 # Tests marked `vllm` run against vLLM itself (its CPU build here). Without vLLM they skip with a reason; under the
 # README's test command (`make test` sets SCOPE_TRL_REQUIRE_VLLM=1) such a skip is a failure, so that a broken vLLM
 # install cannot turn the real-vLLM tests silently into skips.

@@ -238,9 +238,15 @@ def main(argv=None):
     records = []
     install_recorders(trainer, records)
 
-    # A served teacher has no weights here: a frozen stand-in keeps the report's teacher fields well defined.
+    # A served teacher has no weights here: a frozen stand-in keeps the report's teacher fields well defined. It is
+    # zeroed, not randomly initialised, so that it is the same on every process (`teacher_in_sync`).
     served = trainer.teacher_model is None
-    teacher = torch.nn.Linear(1, 1).requires_grad_(False) if served else trainer.accelerator.unwrap_model(trainer.teacher_model)  # fmt: skip
+    if served:
+        teacher = torch.nn.Linear(1, 1).requires_grad_(False)
+        for parameter in teacher.parameters():
+            parameter.zero_()
+    else:
+        teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
     teacher_before = snapshot(teacher, trainable=False)
     before, frozen_before = snapshot(trainer.model, trainable=True), snapshot(trainer.model, trainable=False)
     trainer.train()
