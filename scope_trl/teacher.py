@@ -19,6 +19,8 @@ routes, weighs and applies `nonfinite_teacher_scores`; it never needs to know wh
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -466,6 +468,34 @@ def load_teacher(
     placed = InProcessTeacher(prepared, logps_fn, accelerator=accelerator, sharded=sharded, **common)
     placed.name = name
     return placed
+
+
+def check_resumed_teacher(checkpoint: str, record_name: str, record: dict, args) -> None:
+    """Refuse to resume from `checkpoint` with another teacher than the one its `record_name` file names (unless
+    `args.allow_teacher_change`): the name or path, the revision and the resolved commit are compared where both
+    sides know them."""
+    path = os.path.join(checkpoint, record_name)
+    if not os.path.isfile(path):
+        return  # a checkpoint written before teachers were recorded (or by another trainer): nothing to compare
+    with open(path) as f:
+        saved = json.load(f)
+    identity = ("name_or_path", "revision", "commit_hash")
+    differs = [
+        key
+        for key in identity
+        if saved.get(key) is not None and record.get(key) is not None and saved[key] != record[key]
+    ]
+    if not differs:
+        return
+    described = "; ".join(f"{key}: checkpoint {saved[key]!r}, now {record[key]!r}" for key in differs)
+    if args.allow_teacher_change:
+        warnings.warn(f"Resuming {checkpoint} with another teacher ({described}).", UserWarning, stacklevel=4)
+        return
+    raise ValueError(
+        f"The checkpoint {checkpoint} was trained with another teacher ({described}). Resume with the same teacher "
+        "(teacher_model_name_or_path / teacher_model_revision), or set allow_teacher_change=True to continue with this "
+        "one on purpose."
+    )
 
 
 def check_offload(teacher_offload: bool, placed_by_framework: bool) -> None:

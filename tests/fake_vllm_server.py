@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
+
+
+class _JoiningHTTPServer(ThreadingHTTPServer):
+    """Handler threads are joined when the server closes: one still computing log-probs when the interpreter exits
+    (a request whose client timed out) would abort the process."""
+
+    daemon_threads = False
 
 
 class FakeVLLMServer:
@@ -40,7 +46,8 @@ class FakeVLLMServer:
         self.failures: tuple[int, int] = (503, 0)
         self.stalls: tuple[float, int] = (0.0, 0)
         self.vocab_size = model.config.vocab_size
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._closing = threading.Event()
+        self._server = _JoiningHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._lock = threading.Lock()
 
@@ -49,8 +56,9 @@ class FakeVLLMServer:
         return self
 
     def __exit__(self, *exc):
+        self._closing.set()  # ends a stall at once
         self._server.shutdown()
-        self._server.server_close()
+        self._server.server_close()  # joins the handler threads still answering
 
     @torch.no_grad()
     def prompt_logprobs(self, sequence: list[int], top_k: int) -> list[dict | None]:
@@ -103,7 +111,7 @@ class FakeVLLMServer:
                     server.failures = (status, max(failures - 1, 0))
                     server.stalls = (seconds, max(stalls - 1, 0))
                 if stalls:
-                    time.sleep(seconds)
+                    server._closing.wait(seconds)
                 if failures:
                     self._reply(status, {"error": {"message": "Service Unavailable", "code": status}})
                     return

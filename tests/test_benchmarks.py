@@ -1,8 +1,11 @@
 """The benchmark script runs (a smoke run: it measures nothing here, timings are never asserted)."""
 
+import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -10,8 +13,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_step_time_benchmark_smoke(tmp_path):
     """Every row and every phase runs (tiny models: the targets are computed, not enforced)."""
-    import json
-
     script = os.path.join(REPO, "benchmarks", "step_time.py")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
@@ -55,6 +56,59 @@ def test_step_time_benchmark_smoke(tmp_path):
     (run,) = json.loads((tmp_path / "off_policy" / "step_time_smoke.json").read_text())["rows"]["scope"]["repeats"]
     assert run["old_forwards_per_generation"] == 1 and run["phases"]["old_forward"] > 0
     assert run["extra_forwards_per_generation"] == 0 and run["phases"]["extra_forward"] == 0
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to pin apart"
+)
+def test_step_time_benchmark_smoke_with_a_vllm_teacher(tmp_path):
+    """The vLLM row against a real vLLM server (its CPU build, started once, ~1 min of this test): the teacher phase is
+    the HTTP round trip, and the server and every row's trainer are pinned to disjoint cores."""
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "step_time.py"), "--smoke", "--rows",
+         "grpo,scope_vllm_teacher", "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    record = json.loads((tmp_path / "step_time_smoke.json").read_text())
+    rows, settings, server = record["rows"], record["settings"], record["teacher_server"]
+    assert list(rows) == ["grpo", "scope_vllm_teacher"]
+    trainer_cores, server_cores = settings["trainer_cores"], settings["server_cores"]
+    assert trainer_cores and server_cores and not set(trainer_cores) & set(server_cores)
+    for key, row in rows.items():
+        (run,) = row["repeats"]
+        assert run["phases"]["total"] > 0 and run["phases"]["generation"] > 0, key
+        assert run["cores"] == trainer_cores and run["torch_threads"] == len(trainer_cores), key
+    served = rows["scope_vllm_teacher"]["repeats"][0]
+    assert served["phases"]["teacher"] > 0 and 0 < served["teacher_request"] <= served["phases"]["teacher"]
+    assert served["teacher_rows_per_generation"] == 2  # the incorrect half of 4 rollouts went to the server
+    assert served["teacher_forward"] == 0  # no teacher in the trainer's process
+    assert server["seen"]["cores"] == server_cores and server["omp_threads_bind"] == ",".join(map(str, server_cores))
+    assert server["startup_seconds"] > 0 and server["version"]
+    text = (tmp_path / "step_time_smoke.md").read_text()
+    assert f"pinned to core(s) {trainer_cores}" in text and "SCOPE, teacher on a vLLM server" in text
+
+
+def test_step_time_refuses_what_the_vllm_row_cannot_run():
+    """Without vLLM, or with a teacher head size vLLM's CPU attention does not serve, the row is refused before
+    anything runs; the default rows never include it."""
+    step_time = load_script("step_time")
+    assert "scope_vllm_teacher" in step_time.ROWS and "scope_vllm_teacher" not in step_time.DEFAULT_ROWS
+    assert "cannot serve" in step_time.teacher_head_problem(96)  # teacher head size 48
+    assert all(step_time.teacher_head_problem(64 * k) is None for k in range(1, 33))  # what --help promises
+    if step_time.served_teacher_problem(128) is not None:  # vLLM missing: the row is refused as such
+        assert "not installed" in step_time.served_teacher_problem(128)
+    with pytest.raises(SystemExit):
+        step_time.parse_args(["--rows", "grpo,scope_vllm_teacher", "--hidden", "96"])
+    assert step_time.parse_args([]).server_cores is None  # no vLLM row: nothing pinned
+    if hasattr(os, "sched_getaffinity"):
+        core = min(os.sched_getaffinity(0))
+        with pytest.raises(ValueError, match="overlap"):
+            step_time.assign_cores([core], [core], served=True)
+        with pytest.raises(ValueError, match="not in --rows"):
+            step_time.assign_cores(None, [core], served=False)
+    assert step_time.parse_cores("0-2,5") == [0, 1, 2, 5]
 
 
 def test_step_time_checks_catch_an_overhead_and_a_disproportionate_teacher():
