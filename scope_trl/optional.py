@@ -1,7 +1,7 @@
 """Optional dependencies: imported on use, and named with the `pip install` that provides them when missing.
 
 The trainers need only the core dependencies. Plots (`matplotlib`, extra `plot`) and the benchmarks' statistics
-(`scipy`, extra `benchmarks`) are optional: a command that needs one and does not find it says which extra to
+(`scipy`, extra `benchmarks`) and the HTTP client of a served teacher (`requests`, extra `teacher-server`) are optional: a command that needs one and does not find it says which extra to
 install, in one line, instead of failing with a traceback.
 """
 
@@ -15,6 +15,7 @@ from types import ModuleType
 OPTIONAL = {
     "matplotlib": ("matplotlib", "plot"),
     "scipy": ("scipy", "benchmarks"),
+    "requests": ("requests", "teacher-server"),
 }
 
 

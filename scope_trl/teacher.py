@@ -29,11 +29,12 @@ from unittest import mock
 import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 from trl.generation import vllm_client
-from trl.import_utils import is_requests_available, is_vllm_available
+from trl.import_utils import is_vllm_available
 from trl.models import prepare_deepspeed, prepare_fsdp
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path, get_config_model_id
 
 from .checks import explain_load_failure, prefer_safetensors
+from .optional import import_optional
 
 
 # vLLM's OpenAI server replaces a -inf prompt log-prob by this value (JSON has no infinity). A float32 log-prob of a
@@ -188,12 +189,9 @@ def _without_vllm_import_check():
         yield
 
 
-def _bounded_session(timeout: float, max_retries: int, backoff: float):
-    """A `requests` session whose every request times out after `timeout` s and that retries connection errors,
-    timeouts and 5xx answers `max_retries` times, waiting backoff, 2 x backoff, ... in between."""
-    import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
+def _bounded_session(requests, timeout: float, max_retries: int, backoff: float):
+    """A session of the `requests` module whose every request times out after `timeout` s and that retries
+    connection errors, timeouts and 5xx answers `max_retries` times, waiting backoff, 2 x backoff, ... in between."""
 
     class BoundedSession(requests.Session):
         def request(self, *args, **kwargs):
@@ -201,7 +199,7 @@ def _bounded_session(timeout: float, max_retries: int, backoff: float):
             return super().request(*args, **kwargs)
 
     session = BoundedSession()
-    retry = Retry(
+    retry = requests.adapters.Retry(  # urllib3's, as requests uses it
         total=max_retries,
         connect=max_retries,
         read=max_retries,
@@ -211,7 +209,7 @@ def _bounded_session(timeout: float, max_retries: int, backoff: float):
         backoff_factor=backoff,
         raise_on_status=False,  # the last answer reaches the caller, which names its status
     )
-    adapter = HTTPAdapter(max_retries=retry)
+    adapter = requests.adapters.HTTPAdapter(max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -244,11 +242,7 @@ class ServedTeacher(Teacher):
         filler_id: int = 0,
         accelerator=None,
     ):
-        if not is_requests_available():
-            raise ImportError(
-                f"A teacher server ({base_url}) is reached over HTTP with `requests`, which is not installed: "
-                "pip install 'scope-trl[teacher-server]' (or pip install requests)."
-            )
+        self._requests = import_optional("requests", f"Reaching the teacher's vLLM server ({base_url}) over HTTP")
         self.base_url, self.vocab_size, self.filler_id = base_url, vocab_size, filler_id
         self.request_timeout, self.max_retries, self.accelerator = request_timeout, max_retries, accelerator
         self._wait_until_healthy(startup_timeout)
@@ -257,7 +251,7 @@ class ServedTeacher(Teacher):
                 self.client = vllm_client.VLLMClient(base_url=base_url, connection_timeout=startup_timeout)
         except Exception as error:
             raise ConnectionError(self._unreachable(startup_timeout, error)) from error
-        self.client.session = _bounded_session(request_timeout, max_retries, backoff)
+        self.client.session = _bounded_session(self._requests, request_timeout, max_retries, backoff)
         self.model_name: str = self.client.model  # the id the server reports in /v1/models
 
     def _unreachable(self, timeout: float, error) -> str:
@@ -270,8 +264,7 @@ class ServedTeacher(Teacher):
     def _wait_until_healthy(self, timeout: float) -> None:
         """Poll `/health`, each probe bounded in time (TRL's own check has no per-request timeout, so a server that
         accepts the connection and never answers would hang it)."""
-        import requests
-
+        requests = self._requests
         deadline = time.monotonic() + timeout
         while True:
             probe = min(max(deadline - time.monotonic(), 0.5), 10.0)

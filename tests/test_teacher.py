@@ -5,6 +5,7 @@ vLLM's stand-in for -inf, ids outside the served vocabulary, timeouts, retries a
 processes."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -259,7 +260,7 @@ def test_an_unreachable_server_is_refused_at_construction_within_the_timeout():
 
 
 def test_missing_requests_names_the_extra(monkeypatch):
-    monkeypatch.setattr("scope_trl.teacher.is_requests_available", lambda: False)
+    monkeypatch.setitem(sys.modules, "requests", None)  # `import requests` now fails as if it were not installed
     with pytest.raises(ImportError, match=r"scope-trl\[teacher-server\]"):
         ServedTeacher("http://127.0.0.1:1", startup_timeout=0.0)
 
