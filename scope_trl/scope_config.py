@@ -82,9 +82,9 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
             Seconds one scoring request may take (connecting, or waiting for the answer) before it counts as failed
             and is retried. A server that stalls therefore costs at most (1 + retries) times this, plus the back-off.
         teacher_model_server_max_retries (`int`, *optional*, defaults to `3`):
-            Retries of a scoring request after a connection error, a timeout or a 5xx answer (500, 502, 503, 504),
-            waiting 1, 2, 4, ... seconds in between. When a request still fails, every training process stops with
-            the same error, which names the failed process and the server's answer.
+            Retries of a scoring request after a connection error, a timeout or a 5xx answer (500, 502, 503, 504): the
+            first at once, then after 2, 4, ... seconds. When a request still fails, every training process stops
+            with the same error, which names the failed process and the server's answer.
 
         > Parameters that control routing and the Dual-Path Adaptive Weighting
 
@@ -228,8 +228,9 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
     teacher_model_server_max_retries: int = field(
         default=3,
         metadata={
-            "help": "Retries of a scoring request after a connection error, a timeout or a 5xx answer, with "
-            "back-off (1, 2, 4, ... s). A request that still fails stops every training process with the same error."
+            "help": "Retries of a scoring request after a connection error, a timeout or a 5xx answer, with back-off "
+            "(at once, then 2, 4, ... s). A request that still fails stops every training process with the same "
+            "error."
         },
     )
 

@@ -191,7 +191,8 @@ def _without_vllm_import_check():
 
 def _bounded_session(requests, timeout: float, max_retries: int, backoff: float):
     """A session of the `requests` module whose every request times out after `timeout` s and that retries
-    connection errors, timeouts and 5xx answers `max_retries` times, waiting backoff, 2 x backoff, ... in between."""
+    connection errors, timeouts and 5xx answers `max_retries` times: the first at once, then after 2 x backoff,
+    4 x backoff, ... s (urllib3's back-off)."""
 
     class BoundedSession(requests.Session):
         def request(self, *args, **kwargs):
@@ -223,8 +224,9 @@ class ServedTeacher(Teacher):
         startup_timeout: seconds to wait for the server's health check at construction before failing.
         request_timeout: seconds one scoring request may take (connecting or waiting for the answer) before it is
             retried.
-        max_retries: retries of a request after a connection error, a timeout or a 5xx answer; the waits between
-            them double from `backoff` seconds. A request that still fails raises `TeacherServerError`.
+        max_retries: retries of a request after a connection error, a timeout or a 5xx answer: the first at once,
+            then after 2 x `backoff`, 4 x `backoff`, ... seconds. A request that still fails raises
+            `TeacherServerError`.
         vocab_size: the served teacher's vocabulary. Ids at or beyond it are sent as `filler_id` and get `-inf`
             (vLLM refuses a request that contains one). None: nothing is masked.
         accelerator: with several processes, every `score` call ends with one collective in which the processes
