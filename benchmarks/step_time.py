@@ -86,14 +86,11 @@ import contextlib
 import importlib.util
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import warnings
 from pathlib import Path
 
@@ -125,8 +122,6 @@ DEFAULT_ROWS = [key for key in ROWS if key not in SERVED_ROWS]
 # Head sizes vLLM's CPU attention serves (vllm/v1/attention/backends/cpu_attn.py, `get_supported_head_sizes`, vLLM
 # 0.31; importing vLLM to ask costs ~20 s): a teacher with another head size is refused before anything runs.
 VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
-SERVER_STARTUP_TIMEOUT = 600.0  # seconds until the server's /health answers (2 busy cores can take minutes)
-SERVER_STOP_GRACE = 30.0  # seconds between SIGTERM and SIGKILL to the server's process group
 SWEEP = ("scope_acc0", "scope", "scope_acc100")  # verifier accuracy 0%, 50%, 100%
 PHASES = {
     "generation": "generation",
@@ -618,134 +613,6 @@ def worker(payload: str) -> int:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class TeacherServer:
-    """`vllm.entrypoints.openai.api_server` serving `model_dir` on a free port of 127.0.0.1, its whole process tree
-    (API server, engine core, worker) bound to `cores` and vLLM's OpenMP threads to the same cores; a context manager
-    that waits for `/health` (bounded; the log's tail if the server dies or does not answer) and always ends the
-    server's process group (SIGTERM, then SIGKILL). The server also gets SIGTERM should this process die first.
-    The `vllm` console script is not used: vLLM's CPU build is distributed as `vllm-cpu` and its script does not
-    start. (tests/vllm_server.py does the same for the tests, without the pinning.)"""
-
-    def __init__(self, model_dir: str, log_path: Path, cores: list[int] | None, max_model_len: int, dtype: str):
-        self.log_path, self.cores = Path(log_path), cores
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.arguments = ["--dtype", dtype, "--max-model-len", str(max_model_len), "--enforce-eager"]
-        self.command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-                        *self.arguments, "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
-        self.env = {
-            **os.environ,
-            "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; the CPU build otherwise reserves a share of the host's memory
-            "HF_HUB_OFFLINE": "1",
-            "HF_HUB_DISABLE_TELEMETRY": "1",
-            "VLLM_NO_USAGE_STATS": "1",
-        }
-        if cores:
-            self.env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))  # the worker's OpenMP threads
-        self.process: subprocess.Popen | None = None
-        self.startup_seconds: float | None = None
-
-    def __enter__(self):
-        cores = self.cores
-
-        def in_child():  # between fork and exec: bind the tree to its cores, and die with this process
-            if cores:
-                os.sched_setaffinity(0, cores)
-            if sys.platform.startswith("linux"):
-                import ctypes
-
-                ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
-                                            preexec_fn=in_child)  # fmt: skip
-        try:
-            self._wait_until_healthy(started + SERVER_STARTUP_TIMEOUT)
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - started
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def _wait_until_healthy(self, deadline: float) -> None:
-        while True:
-            code = self.process.poll()
-            if code is not None:
-                raise RuntimeError(
-                    f"The teacher's vLLM server ({' '.join(self.command)}) exited with {code} before answering "
-                    f"/health. Log {self.log_path}:\n{self.log_tail()}"
-                )
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"The teacher's vLLM server ({' '.join(self.command)}) did not answer {self.url}/health within "
-                    f"{SERVER_STARTUP_TIMEOUT:.0f} s. Log {self.log_path}:\n{self.log_tail()}"
-                )
-            time.sleep(0.5)
-
-    def _processes(self):
-        import psutil  # a dependency of accelerate
-
-        for process in psutil.process_iter():
-            with contextlib.suppress(psutil.Error, OSError):
-                if os.getpgid(process.pid) == self.process.pid:
-                    yield process
-
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) used so far by the server's live processes: idle, it should not grow."""
-        import psutil
-
-        total = 0.0
-        for process in self._processes():
-            with contextlib.suppress(psutil.Error):
-                times = process.cpu_times()
-                total += times.user + times.system
-        return total
-
-    def thread_cores(self) -> dict:
-        """The cores every thread of the server's processes may run on (their union), and how many threads."""
-        import psutil
-
-        cores, threads = set(), 0
-        for process in self._processes():
-            with contextlib.suppress(psutil.Error, OSError):
-                for thread in process.threads():
-                    cores.update(os.sched_getaffinity(thread.id))
-                    threads += 1
-        return {"cores": sorted(cores), "threads": threads}
-
-    def stop(self) -> None:
-        """End the server and all its children: SIGTERM to its process group, SIGKILL after a grace. Idempotent."""
-        if self.process is None:
-            return
-        group = self.process.pid  # the session leader's pid is the group's id
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=SERVER_STOP_GRACE)
-        with contextlib.suppress(ProcessLookupError):  # whatever is left of the engine and the worker
-            os.killpg(group, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=10)
-        self.process = None
-
-
 def vllm_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -1066,6 +933,7 @@ def main(argv=None) -> int:
     import trl
 
     from scope_trl.toy import build_tokenizer, save_tiny_model
+    from scope_trl.vllm_server import LocalVLLMServer
 
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -1086,7 +954,7 @@ def main(argv=None) -> int:
         if any(key in SERVED_ROWS for key in args.rows):  # one server for the whole run, started before any row
             print(f"  starting the teacher's vLLM server on core(s) {args.server_cores} ...", flush=True)
             server = stack.enter_context(
-                TeacherServer(
+                LocalVLLMServer(
                     paths["teacher"],
                     root / "vllm_server.log",
                     args.server_cores,

@@ -52,7 +52,7 @@ def main():
     trainer = DGPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset)
     trainer.train()
     trainer.save_model(config.output_dir)
-    trainer.end()
+    trainer.accelerator.end_training()  # finish the trackers (what `trainer.end()` does on transformers >= 5.18)
 
 
 if __name__ == "__main__":

@@ -415,19 +415,26 @@ def _generate_transformers(
     return [outputs[i * k : (i + 1) * k] for i in range(len(texts))]
 
 
-def _generate_vllm(model, tokenizer, texts, k, max_new_tokens, temperature, top_p, top_k, seed) -> list[list[str]]:
-    """k completions per text with vLLM (`model` is a path / Hub name or a ready `vllm.LLM`).
-
-    The prompts go in as token ids tokenised without special tokens, as with the transformers backend: the chat
-    template already holds any BOS, which vLLM's own tokenisation of a text prompt would add a second time.
-    """
+def _vllm_engine(model, seed: int):
+    """`model` as a `vllm.LLM`: itself when it is one, else an engine loading that path or Hub name (once for all
+    benchmarks: an engine start costs seconds to minutes)."""
     try:
-        from vllm import LLM, SamplingParams
+        from vllm import LLM
     except ImportError as error:
         raise ImportError(
             "backend='vllm' needs vLLM, which is not installed: `pip install vllm`, or use backend='transformers'."
         ) from error
-    llm = model if isinstance(model, LLM) else LLM(model=str(model), seed=seed)
+    return model if isinstance(model, LLM) else LLM(model=str(model), seed=seed)
+
+
+def _generate_vllm(llm, tokenizer, texts, k, max_new_tokens, temperature, top_p, top_k, seed) -> list[list[str]]:
+    """k completions per text with the `vllm.LLM` engine `llm`.
+
+    The prompts go in as token ids tokenised without special tokens, as with the transformers backend: the chat
+    template already holds any BOS, which vLLM's own tokenisation of a text prompt would add a second time.
+    """
+    from vllm import SamplingParams
+
     params = SamplingParams(
         n=k,
         temperature=temperature,
@@ -511,6 +518,8 @@ def evaluate(
         "batch_size": batch_size,
         "grader": "scope_trl.rewards.accuracy_reward (math-verify)",
     }
+    if backend == "vllm":
+        model = _vllm_engine(model, seed)
     results = {}
     for name, dataset in benchmarks.items():
         started = time.monotonic()

@@ -33,10 +33,10 @@ def vllm_teacher_server(vllm_toy_paths, tmp_path_factory):
     """A real vLLM OpenAI-compatible server (CPU build) serving the vLLM-sized teacher, started once per session (about
     40 s on 2 idle cores) and always stopped with its engine and worker processes; its log is `server.log` in the
     session's temporary directory `vllm_server*`. Only for tests marked `vllm`."""
-    from .vllm_server import VLLMServer
+    from scope_trl.vllm_server import LocalVLLMServer
 
     log_path = tmp_path_factory.mktemp("vllm_server") / "server.log"
-    with VLLMServer(vllm_toy_paths["teacher"], log_path) as server:
+    with LocalVLLMServer(vllm_toy_paths["teacher"], log_path) as server:
         yield server
 
 

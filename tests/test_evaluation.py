@@ -1,8 +1,8 @@
 """Evaluation: the Avg@k / Pass@k / bootstrap estimators, the evaluator on the benchmark files, the CLI, the callback."""
 
-import importlib.util
 import json
 import math
+import sys
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -200,11 +200,38 @@ def test_evaluator_counts_ungradable_references_and_rejects_bad_options(student,
         evaluate(model, tokenizer, {"toy": dataset}, backend="sglang")
 
 
-def test_vllm_backend_says_when_vllm_is_missing(student):
-    if importlib.util.find_spec("vllm") is not None:
-        pytest.skip("vLLM is installed")
+def test_vllm_backend_says_when_vllm_is_missing(student, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now fails as if it were not installed
     with pytest.raises(ImportError, match="pip install vllm"):
         evaluate("some/model", student[1], {"toy": make_arithmetic_dataset(1)}, k=1, backend="vllm")
+
+
+@pytest.mark.vllm
+def test_vllm_backend_samples_every_benchmark_with_one_engine(vllm_toy_paths, monkeypatch):
+    """`backend="vllm"` against vLLM itself (its CPU build): k completions per problem come from one engine, built
+    once for all the benchmarks of the call (not once per benchmark), and are graded."""
+    import vllm
+
+    engines = []
+
+    class CountedLLM(vllm.LLM):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, max_model_len=512, **kwargs)
+            engines.append(self)
+
+    monkeypatch.setattr(vllm, "LLM", CountedLLM)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the CPU build would otherwise reserve a share of RAM
+    path = vllm_toy_paths["student"]
+    benchmarks = {"a": make_arithmetic_dataset(3, seed=0), "b": make_arithmetic_dataset(2, seed=1)}
+    try:
+        result = evaluate(path, AutoTokenizer.from_pretrained(path), benchmarks, k=2, max_new_tokens=8, progress=False,
+                          backend="vllm")  # fmt: skip
+    finally:
+        for engine in engines:
+            engine.llm_engine.engine_core.shutdown()
+    assert len(engines) == 1
+    assert {name: r.num_problems + r.num_excluded for name, r in result.benchmarks.items()} == {"a": 3, "b": 2}
+    assert result.settings["backend"] == "vllm" and result.settings["model"] == path
 
 
 def test_load_benchmarks_rejects_unknown_names_and_missing_files(tmp_path):

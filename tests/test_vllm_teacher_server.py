@@ -274,3 +274,17 @@ def test_student_ids_beyond_the_served_vocabulary_follow_the_nonfinite_policy(pa
         with pytest.raises(ValueError, match="non-finite log-prob") as raised:
             trainer.train()
         assert trainer.state.global_step == 0, raised.value
+
+
+def test_a_server_that_cannot_start_fails_with_its_log_and_leaves_nothing_behind(tmp_path):
+    """`LocalVLLMServer` on a folder that holds no model: the error comes as soon as the server exits, with the tail
+    of its log, and no process of its group is left running."""
+    from scope_trl.vllm_server import LocalVLLMServer
+
+    (tmp_path / "not-a-model").mkdir()
+    server = LocalVLLMServer(tmp_path / "not-a-model", tmp_path / "server.log")
+    with pytest.raises(RuntimeError, match=r"(?s)exited with \d+ before answering /health.*Log .*server\.log"):
+        server.start()
+    assert server.process is None and server.group is not None
+    assert list(server.processes()) == []  # no engine or worker left in its process group
+    assert (tmp_path / "server.log").read_text().strip(), "the server's log is empty"

@@ -152,7 +152,9 @@ def train_save_push(trainer, script_args, training_args) -> None:
     # The main process writes the card and pushes alone: let the others wait, so that no process tears down its
     # process group while a peer still holds a connection to it (gloo aborts at exit otherwise).
     trainer.accelerator.wait_for_everyone()
-    trainer.end()  # finishes the trackers and destroys the process group
+    # Finishes the trackers and destroys the process group: what `Trainer.end()` does from transformers 5.18 on, called
+    # directly so that the scripts also end cleanly on transformers 5.17 (what vLLM 0.31 needs).
+    trainer.accelerator.end_training()
 
 
 def parse_script_arguments(parser, args: list[str] | None = None):
