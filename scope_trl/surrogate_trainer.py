@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
+from unittest import mock
 
 import torch
 from trl import GRPOTrainer
@@ -39,6 +40,9 @@ from .checks import (
 )
 from .guards import NonFiniteUpdateError, checked_reward_function
 from .losses import LOG_RATIO_CLAMP
+
+
+CPU = torch.device("cpu")
 
 
 def sequence_advantages(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -124,6 +128,15 @@ class SurrogateGRPOTrainer(GRPOTrainer):
             else checked_reward_function(func, name)
             for func, name in zip(self.reward_funcs, self.reward_func_names, strict=True)
         ]
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        # On resume, transformers before 5.18 loads a multi-process run's optimizer state onto `args.device`, which
+        # accelerate names `cpu:0` on CPU: a location `torch.load` cannot restore to. "cpu" is the same memory.
+        device = self.args.device
+        if checkpoint is None or device.type != "cpu" or device.index is None:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        with mock.patch.object(type(self.args), "device", new_callable=mock.PropertyMock, return_value=CPU):
+            return super()._load_optimizer_and_scheduler(checkpoint)
 
     # ---------------------------------------------------------------------------------------------------------------
     # The loss
