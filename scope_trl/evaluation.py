@@ -415,16 +415,21 @@ def _generate_transformers(
     return [outputs[i * k : (i + 1) * k] for i in range(len(texts))]
 
 
-def _vllm_engine(model, seed: int):
-    """`model` as a `vllm.LLM`: itself when it is one, else an engine loading that path or Hub name (once for all
-    benchmarks: an engine start costs seconds to minutes)."""
+def _import_vllm():
     try:
-        from vllm import LLM
+        import vllm
     except ImportError as error:
         raise ImportError(
             "backend='vllm' needs vLLM, which is not installed: `pip install vllm`, or use backend='transformers'."
         ) from error
-    return model if isinstance(model, LLM) else LLM(model=str(model), seed=seed)
+    return vllm
+
+
+def _vllm_engine(model, seed: int):
+    """`model` as a `vllm.LLM`: itself when it is one, else an engine loading that path or Hub name (once for all
+    benchmarks: an engine start costs seconds to minutes)."""
+    vllm = _import_vllm()
+    return model if isinstance(model, vllm.LLM) else vllm.LLM(model=str(model), seed=seed)
 
 
 def _generate_vllm(llm, tokenizer, texts, k, max_new_tokens, temperature, top_p, top_k, seed) -> list[list[str]]:
@@ -433,9 +438,7 @@ def _generate_vllm(llm, tokenizer, texts, k, max_new_tokens, temperature, top_p,
     The prompts go in as token ids tokenised without special tokens, as with the transformers backend: the chat
     template already holds any BOS, which vLLM's own tokenisation of a text prompt would add a second time.
     """
-    from vllm import SamplingParams
-
-    params = SamplingParams(
+    params = _import_vllm().SamplingParams(
         n=k,
         temperature=temperature,
         top_p=top_p,
