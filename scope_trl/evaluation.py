@@ -1,7 +1,7 @@
 r"""Avg@k / Pass@k evaluation on the standard maths benchmarks, graded by `scope_trl.rewards.accuracy_reward`.
 
 The SCOPE and DGPO papers report "Avg@32 / Pass@32" on AIME24, AIME25, AMC23, MATH500, Minerva Math and
-OlympiadBench, without defining Pass@32 (`shared/docs/scope_method.md` §12.2, `landscape.md` §6.2). Decisions:
+OlympiadBench, without defining Pass@32 (docs/evaluation.md). Decisions:
 
 * **Which estimator each figure uses.** For a problem with n samples of which c are correct:
 
@@ -53,7 +53,7 @@ from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
 
-# The papers' evaluation sampling settings (SCOPE's evaluation script; `landscape.md` §6.3).
+# The papers' evaluation sampling settings (SCOPE's evaluation script).
 DEFAULT_TEMPERATURE = 0.6
 DEFAULT_TOP_P = 0.95
 DEFAULT_TOP_K = 20
@@ -61,8 +61,8 @@ DEFAULT_TOP_K = 20
 BOOTSTRAP_ROUNDS = 1000
 BOOTSTRAP_SEED = 42
 
-# Benchmark name -> (file in the data dir, Hub dataset, Hub split, layout). The Hub sources are those listed in
-# `landscape.md` §6.1; OlympiadBench's text-only maths subset has no canonical Hub copy, use the offline file.
+# Benchmark name -> (file in the data dir, Hub dataset, Hub split, layout). The Hub sources are the usual copies of
+# each benchmark; OlympiadBench's text-only maths subset has no canonical Hub copy, use the offline file.
 BENCHMARKS = {
     "aime24": ("aime24.jsonl", "math-ai/aime24", "test", None),
     "aime25": ("aime25.jsonl", "math-ai/aime25", "test", None),
@@ -82,7 +82,7 @@ BACKENDS = ("transformers", "vllm")
 
 
 def avg_at_k(correct_counts, num_samples) -> float:
-    """Avg@k (`scope_method.md` §12.2): the mean over problems of c_i / n_i, the per-problem accuracy of the samples.
+    """Avg@k: the mean over problems of c_i / n_i, the per-problem accuracy of the samples.
 
     `num_samples` is one n for all problems or one per problem. An empty list gives NaN (there is nothing to average).
     """
@@ -109,7 +109,7 @@ def _pass_at_k_one(n: int, c: int, k: int) -> float:
 
 
 def pass_at_k(num_samples, num_correct, k: int):
-    """The unbiased Pass@k estimator of Chen et al. 2021: 1 - C(n - c, k) / C(n, k) (`scope_method.md` §12.2).
+    """The unbiased Pass@k estimator of Chen et al. 2021: 1 - C(n - c, k) / C(n, k).
 
     Args:
         num_samples: n, the number of samples per problem (a scalar or one per problem).
@@ -139,7 +139,7 @@ def pass_at_k(num_samples, num_correct, k: int):
 def bootstrap_best_at_k(
     correctness: Sequence[Sequence[float]], k: int, rounds: int = BOOTSTRAP_ROUNDS, seed: int = BOOTSTRAP_SEED
 ) -> tuple[float, float]:
-    """verl's bootstrap `best@k` (`scope_method.md` §12.2): the SCOPE authors' "Pass@k".
+    """verl's bootstrap `best@k`: the SCOPE authors' "Pass@k".
 
     In each round every problem draws k of its n sample verdicts *with replacement* and keeps the best; the round's
     value is the mean over problems. Returns the mean and the (population) standard deviation over the rounds. The

@@ -11,7 +11,7 @@ weight is
 
 and the surrogate S = r · sg(decay) has value w and d S / d log π_θ = S, so the per-token loss -A · S has gradient
 -A · w · ∇ log π_θ. The project's decisions (strict inequalities, no dual clip, the numerically safe form) are in
-`shared/docs/dgpo_method.md`, §6 and §12.
+docs/dgpo.md (Decisions).
 
 `ppo_clip_loss` is GRPO/PPO's clipped per-token loss, kept here as the reference DGPO is compared against and as the
 default surrogate of SCOPE's distillation path.
@@ -101,7 +101,7 @@ def dgpo_terms(
     n: float = 1.0,
     m: float = 2.0,
 ) -> DGPOTerms:
-    r"""DGPO's surrogate and region masks (DGPO paper, Eq. for W_DGPO in §3 / Fig. 2; `dgpo_method.md` §4.2 and §6).
+    r"""DGPO's surrogate and region masks (DGPO paper, Eq. for W_DGPO in §3 / Fig. 2).
 
     Args:
         log_ratio: log π_θ - log π_old, shape (B, T) per token or (B, 1) per sequence; carries the gradient.
@@ -141,7 +141,7 @@ def dgpo_surrogate(
     n: float = 1.0,
     m: float = 2.0,
 ) -> torch.Tensor:
-    r"""The DGPO surrogate S (DGPO paper, W_DGPO of §3; `dgpo_method.md` §4.2).
+    r"""The DGPO surrogate S (DGPO paper, W_DGPO of §3).
 
     Its value equals the log-prob gradient weight w(r) and d S / d log_ratio = S (for |log_ratio| <= 20). The per-token
     loss to minimise is `-advantages * S`. Shapes: `log_ratio` (B, T) or (B, 1); `advantages` broadcastable against it;

@@ -137,7 +137,7 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
         distillation_advantage_clip (`float`, *optional*):
             When set to c > 0, the per-token distillation signal log π_T − log π_old is clamped to [−c, c] before the
             teacher weight multiplies it. A near-deterministic teacher gives the student's wrong tokens log-probs of
-            −10 to −15, so a few tokens dominate the update (`scope_method.md` §13.11); verl offers similar clamps.
+            −10 to −15, so a few tokens dominate the update; verl offers similar clamps.
             `None` (default) leaves the paper's method unchanged.
         > Parameters that control the guards
 

@@ -78,7 +78,7 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             (`args.teacher_model_server_url` or `_host`) nothing is loaded: the server scores the incorrect rollouts
             (`scope_trl.teacher`), and `teacher_model` must be left `None`.
 
-    Implementation notes (decisions where the paper is silent, see `shared/docs/scope_method.md` §13):
+    Implementation notes (decisions where the paper is silent; docs/scope.md, Decisions):
 
     - Routing, teacher scoring, the weights and the per-token advantages are computed once per generation batch, on the
       global view of the batch (a prompt group may straddle processes), and reused by every micro-batch and iteration.

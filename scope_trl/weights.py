@@ -8,7 +8,7 @@ subset of the group:
     incorrect path (Eq. 5):  w_i^tea = softmax_{j ∈ Ω_w}( +ℓ_T(j) / τ )_i  ∝ PPL_T(y_i)^{-1/τ}
 
 with ℓ the mean token log-probability of the rollout's completion (student behaviour log-probs for ℓ_S, teacher
-log-probs on the student's tokens for ℓ_T). The project's decisions (`shared/docs/scope_method.md` §13.1-13.2): the
+log-probs on the student's tokens for ℓ_T). The project's decisions (docs/scope.md, Decisions): the
 paper's directions by default, one flag per path to reverse it (the released scripts reverse the student path), mean-1
 scaling within each subset by default (the official code; a singleton gets 1.0), the paper's sum-1 form as an option,
 no gradient through the weights.
@@ -54,7 +54,7 @@ def dual_path_weights(
     use_student_weights: bool = True,
     use_teacher_weights: bool = True,
 ) -> torch.Tensor:
-    r"""DPAW weight of every rollout (SCOPE paper, Eq. 4 and Eq. 5; `scope_method.md` §6, §10 and §13.2).
+    r"""DPAW weight of every rollout (SCOPE paper, Eq. 4 and Eq. 5).
 
     Args:
         student_seq_logps: (N,) mean token log-prob ℓ_S of each rollout under the student's behaviour policy.

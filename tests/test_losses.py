@@ -1,4 +1,4 @@
-"""DGPO's surrogate against the oracle of `shared/docs/dgpo_method.md` §7, by value and by autograd gradient."""
+"""DGPO's surrogate against a hand-computed oracle table, by value and by autograd gradient."""
 
 import math
 
@@ -9,7 +9,7 @@ from scope_trl.losses import dgpo_surrogate, dgpo_terms, ppo_clip_loss
 
 
 RATIOS = [0.5, 0.8, 0.9, 1.0, 1.1, 1.3, 2.0, 5.0]
-# dgpo_method.md §7, defaults n = 1, m = 2, eps = 0.2 / 0.2: log-prob weight w for A = +1 and A = -1.
+# The oracle table, defaults n = 1, m = 2, eps = 0.2 / 0.2: log-prob weight w for A = +1 and A = -1.
 ORACLE_W_POS = [0.5, 0.8, 0.9, 1.0, 1.1, 1.2489996, 1.5491933, 2.4494897]
 ORACLE_W_NEG = [0.3125, 0.8, 0.9, 1.0, 1.1, 1.3, 2.0, 5.0]
 

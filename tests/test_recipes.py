@@ -3,8 +3,8 @@
 - Every recipe parses through its training script's parser (`make_parser().parse_args_and_config(["--config", ...])`,
   unknown keys rejected) into valid configs. TrainingArguments refuses `bf16: true` on a machine without a GPU, so the
   command line overrides it with `--bf16 false --use_cpu true` (TrlParser lets flags override the YAML); nothing else
-  is overridden. The key values are checked against the papers' settings (shared/docs/scope_method.md §11,
-  dgpo_method.md §4.5, §9, §11).
+  is overridden. The key values are checked against the papers' settings (docs/scope.md and docs/dgpo.md,
+  "Reproduce the paper", give each value's source).
 - Each recipe's header names its accelerate config and both launch commands, and its batch layout on that config's
   number of processes gives the intended generation batch (256 prompts x 8 completions).
 - Every packaged accelerate config loads with accelerate's own loader; the GPU profiles match TRL's where they say so.
@@ -177,7 +177,7 @@ def test_scope_recipe_follows_the_paper(name, monkeypatch):
     assert script_args.dataset_name == DEEPMATH and script_args.dataset_layout == "deepmath"
     assert script_args.instruction == BOXED_INSTRUCTION
     assert script_args.reward_funcs[0] == "accuracy_reward"  # the verifier that routes
-    # scope_method.md §11.2 / §11.3
+    # The paper's optimiser settings (docs/scope.md, Reproduce the paper)
     assert args.learning_rate == 5e-5 and args.lr_scheduler_type == "constant" and args.warmup_steps == 0
     assert args.weight_decay == 0.01 and args.max_grad_norm == 1.0
     assert args.num_generations == 8 and args.temperature == 0.6 and args.max_completion_length == 12288
@@ -198,7 +198,7 @@ def test_dgpo_recipe_takes_off_policy_steps(name, monkeypatch):
     assert model_args.model_name_or_path == expected["model_name_or_path"]
     assert recipe_accelerate_config(RECIPE_DIR / name) == expected["accelerate_config"]
     assert script_args.dataset_name == DEEPMATH  # chosen: the paper's training set is unknown
-    # dgpo_method.md §11: 4 optimizer steps per generation batch, as the official script's 4 mini-batches per rollout.
+    # DGPO's official script: 4 optimizer steps per generation batch, as the official script's 4 mini-batches per rollout.
     assert args.steps_per_generation == 4 * args.gradient_accumulation_steps
     assert args.num_iterations == 1
     assert not args.dgpo_is_on_policy

@@ -1,4 +1,4 @@
-"""SCOPE's DPAW weights against the worked example of `shared/docs/scope_method.md` §10 and its derived oracles."""
+"""SCOPE's DPAW weights against a worked example of the paper's Eq. 4-5, computed by hand, and oracles derived from it."""
 
 import math
 
