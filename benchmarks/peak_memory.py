@@ -17,7 +17,7 @@ def _status_kib(key: str) -> int:
 
 class PeakMemory:
     """`with PeakMemory(device) as window: ...`, then `window.peak_mib` (the peak inside the window) and `window.mib`
-    (the peak above the level at entry); `window.method` says how it was measured."""
+    (the peak above the level at entry, never negative); `window.method` says how it was measured."""
 
     def __init__(self, device: str):
         self.device, self.peak_mib, self.mib, self.method = device, 0.0, 0.0, ""
@@ -52,5 +52,7 @@ class PeakMemory:
                 peak = _status_kib("VmHWM") * 1024
             except (OSError, KeyError):
                 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        self.peak_mib, self.mib = peak / 2**20, (peak - self.start) / 2**20
+        # The kernel's resident counters are batched per thread (tens of KiB): a window that allocates nothing can
+        # read a high-water mark slightly below the level read at entry. Such a reading is 0, not a negative peak.
+        self.peak_mib, self.mib = peak / 2**20, max(peak - self.start, 0) / 2**20
         return False

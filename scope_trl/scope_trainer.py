@@ -484,9 +484,12 @@ class SCOPETrainer(SurrogateGRPOTrainer):
     def _log_completion_columns(self, routes: list[float], weights: list[float], trained_on: list[float]) -> None:
         """The completions table (`log_completions=True`): SCOPE's route and weight per rollout of the global batch,
         and `trained_on` in place of the outcome advantages TRL has just appended to its `advantage` column."""
+        # TRL's buffers keep the last generation batch's worth of rows: an evaluation batch can be larger, so only
+        # the rows it kept (the last ones) are rewritten.
         logged = self._logs["advantages"]
-        for offset, value in enumerate(trained_on):
-            logged[len(logged) - len(trained_on) + offset] = value
+        kept = min(len(logged), len(trained_on))
+        for offset, value in enumerate(trained_on[len(trained_on) - kept :]):
+            logged[len(logged) - kept + offset] = value
         self._logs["extra"]["scope_route"].extend(ROUTE_NAMES[int(r)] for r in routes)
         self._logs["extra"]["scope_weight"].extend(weights)
 

@@ -99,16 +99,20 @@ class SurrogateGRPOTrainer(GRPOTrainer):
         check_prompt_column(kwargs.get("train_dataset"), "training")
         if kwargs.get("eval_dataset") is not None:
             check_prompt_column(kwargs["eval_dataset"], "evaluation")
+        user_init_kwargs = None if args is None else args.model_init_kwargs
         if isinstance(model, str):
             check_model_reference(model, "student", "model")
-            if args is not None:
-                args.model_init_kwargs = prefer_safetensors(args.model_init_kwargs)
+            if args is not None:  # TRL reads the field while loading; the user's config is restored right after
+                args.model_init_kwargs = prefer_safetensors(user_init_kwargs)
         try:
             super().__init__(model, reward_funcs, args=args, **kwargs)
         except OSError as error:
             if not isinstance(model, str):
                 raise
             raise explain_load_failure(error, model, "student", "model", "model_init_kwargs") from error
+        finally:
+            if args is not None:
+                args.model_init_kwargs = user_init_kwargs
         for split, dataset in (("training", self.train_dataset), ("evaluation", self.eval_dataset)):
             if dataset is not None:
                 check_reward_columns(self.reward_funcs, self.reward_func_names, dataset, split)
@@ -121,6 +125,7 @@ class SurrogateGRPOTrainer(GRPOTrainer):
         self._nonfinite_loss = None  # device flag over the micro-batches of the current optimizer step (no sync)
         self._skip_optimizer_step = False
         self._skipped_steps = 0
+        self._scaler_skipped_steps = 0
         # Failing user reward functions name themselves and a completion (model rewards and async ones are TRL's).
         self.reward_funcs = [
             func
@@ -152,6 +157,9 @@ class SurrogateGRPOTrainer(GRPOTrainer):
         if batch.training:
             bad = ~torch.isfinite(loss.detach())
             self._nonfinite_loss = bad if self._nonfinite_loss is None else self._nonfinite_loss | bad
+            if self.is_deepspeed_enabled and self.accelerator.sync_gradients:
+                # DeepSpeed's engine applies the update inside this micro-batch's backward: check the loss before it.
+                self._check_update(None, before_engine_step=True)
         return loss
 
     # ---------------------------------------------------------------------------------------------------------------
@@ -166,7 +174,7 @@ class SurrogateGRPOTrainer(GRPOTrainer):
 
         @functools.wraps(step)
         def guarded_step(*args, **kwargs):
-            if self._skip_optimizer_step:  # decided by `_get_grad_norm`, just before this call, on every process
+            if self._skip_optimizer_step:  # decided by `_check_update` for this very step, on every process
                 self._skip_optimizer_step = False
                 return None
             return step(*args, **kwargs)
@@ -181,11 +189,27 @@ class SurrogateGRPOTrainer(GRPOTrainer):
         self._check_update(grad_norm)
         return grad_norm
 
-    def _check_update(self, grad_norm) -> None:
-        """Raise, or mark the coming optimizer step as skipped, when this step's loss or gradient norm is not finite.
+    def _deepspeed_engine(self):
+        wrapped = self.accelerator.deepspeed_engine_wrapped if self.is_deepspeed_enabled else None
+        return None if wrapped is None else wrapped.engine
+
+    def _loss_scaler_dropped_update(self) -> bool:
+        """Whether an fp16 loss scaler drops this step's update on its own (its gradients overflowed): torch's
+        `GradScaler` (fp16 without DeepSpeed; asked after it unscaled the gradients), or DeepSpeed's fp16 engine,
+        which has already stepped and says whether it applied the update."""
+        engine = self._deepspeed_engine()
+        if engine is not None:
+            return engine.fp16_enabled() and not engine.was_step_applied()
+        scaler = self.accelerator.scaler
+        return scaler is not None and scaler.is_enabled()
+
+    def _check_update(self, grad_norm, before_engine_step: bool = False) -> None:
+        """Decide this optimizer step's fate from its loss (every micro-batch's) and its gradient norm: apply it, let the
+        loss scaler drop it, skip it, or raise. Semantics: docs/reliability.md, "Non-finite updates".
 
         One host sync per optimizer step; the decision is reduced over processes so that every process skips (or
-        raises) together.
+        raises) together. Under DeepSpeed it runs twice: on the loss before the engine's step (`before_engine_step`),
+        then on the gradient norm after it.
         """
         device = self.accelerator.device
         loss_flag = self._nonfinite_loss if self._nonfinite_loss is not None else torch.tensor(False, device=device)
@@ -193,24 +217,47 @@ class SurrogateGRPOTrainer(GRPOTrainer):
         norm = torch.as_tensor(0.0 if grad_norm is None else grad_norm, device=device, dtype=torch.float32)
         flags = torch.stack([loss_flag.float().to(device), (~torch.isfinite(norm)).float()])
         loss_bad, norm_bad = (self.accelerator.reduce(flags, reduction="sum") > 0).tolist()
+        # Set at every step, whether or not the optimizer's `step` is reached (a loss scaler may not call it).
+        self._skip_optimizer_step = False
+        if before_engine_step and not loss_bad:
+            return
+        if norm_bad and not loss_bad and self._loss_scaler_dropped_update():
+            # Routine in fp16: the scaler drops the update and lowers its scale. Its business, counted apart.
+            self._scaler_skipped_steps += 1
+            norm_bad = False
         if not (loss_bad or norm_bad):
-            self._metrics["train"]["nonfinite/skipped_steps"].append(self._skipped_steps)
+            self._log_skip_counts()
             return
         what = {(True, True): "loss and the gradient norm are", (True, False): "loss is"}.get(
             (loss_bad, norm_bad), "gradient norm is"
         )
         where = f"{self._name} (scope-trl), optimizer step {self.state.global_step + 1}"
         if self.args.nonfinite_updates == "error":
+            engine = None if before_engine_step else self._deepspeed_engine()
+            if engine is not None and engine.was_step_applied():
+                applied = (
+                    "DeepSpeed's engine had applied this update before its gradient norm could be read, so the "
+                    "weights may hold non-finite values"
+                )
+            elif engine is not None:
+                applied = "DeepSpeed's engine did not apply the update (it drops steps whose gradients are not finite)"
+            else:
+                applied = "the update was not applied"
+            number = "" if before_engine_step else f" (grad norm {float(norm):g})"
             raise NonFiniteUpdateError(
-                f"{where}: the {what} not finite (grad norm {float(norm):g}); the update was not applied. Common "
-                "causes: a learning rate too high, a reward or teacher score that is NaN/inf, fp16 overflow. Resume "
-                "from the last checkpoint with a lower learning rate, or set nonfinite_updates='skip' to drop such "
-                "steps and keep training."
+                f"{where}: the {what} not finite{number}; {applied}. Common causes: a learning rate too high, a reward "
+                "or teacher score that is NaN/inf, fp16 overflow. Resume from the last checkpoint with a lower "
+                "learning rate, or set nonfinite_updates='skip' to drop such steps and keep training."
             )
         self._skip_optimizer_step = True
         self._skipped_steps += 1
-        self._metrics["train"]["nonfinite/skipped_steps"].append(self._skipped_steps)
+        self._log_skip_counts()
         warnings.warn(f"{where}: the {what} not finite; this update is skipped (nonfinite_updates='skip').")
+
+    def _log_skip_counts(self) -> None:
+        metrics = self._metrics["train"]
+        metrics["nonfinite/skipped_steps"].append(self._skipped_steps)
+        metrics["nonfinite/scaler_skipped_steps"].append(self._scaler_skipped_steps)
 
     def _accumulation_steps(self, training: bool) -> int:
         """Micro-batches per optimizer step (Trainer sets the attribute once training starts; eval never accumulates)."""

@@ -146,7 +146,9 @@ class InProcessTeacher(Teacher):
         return teacher_logps
 
     def _forward(self, input_ids, attention_mask, logits_to_keep, batch_size) -> torch.Tensor:
-        logps, *_ = self.logps_fn(self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size)
+        # The scores are constants of the loss: no autograd bookkeeping, no version counters.
+        with torch.inference_mode():
+            logps, *_ = self.logps_fn(self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size)
         return logps
 
 

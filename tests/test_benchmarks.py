@@ -1,6 +1,7 @@
 """The benchmark script runs (a smoke run: it measures nothing here, timings are never asserted)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -192,8 +193,21 @@ def test_teacher_memory_benchmark_smoke(tmp_path):
     record = json.loads((tmp_path / "teacher_memory_smoke.json").read_text())
     assert [row["length"] for row in record["rows"]] == [64, 128]
     assert record["checks"]["agreement"]["passed"]  # the fused scores equal the full-logits log-probs
-    assert all(row["ours_mib"] >= 0 and row["naive_mib"] >= 0 for row in record["rows"])
+    # The figures themselves are not asserted: at the smoke sizes they are within the resident counters' noise.
+    assert all(math.isfinite(row[key]) for row in record["rows"] for key in ("ours_mib", "naive_mib"))
     assert "| completion tokens | ours (MiB) |" in (tmp_path / "teacher_memory_smoke.md").read_text()
+
+
+def test_a_window_below_the_counters_resolution_reads_zero(monkeypatch):
+    """The CPU window reads VmRSS at entry and VmHWM at exit; the kernel batches those counters per thread, so a window
+    that allocates nothing can read a high-water mark below the entry level (the smoke run measured -0.04 MiB)."""
+    peak_memory = load_script("peak_memory")
+    readings = iter([1000, 990])  # KiB: VmRSS at entry, then a VmHWM 10 KiB below it
+    monkeypatch.setattr(peak_memory, "_status_kib", lambda key: next(readings))
+    monkeypatch.setattr(peak_memory.Path, "write_text", lambda self, text: None)  # no reset of the real counters
+    with peak_memory.PeakMemory("cpu") as window:
+        pass
+    assert window.mib == 0.0 and window.peak_mib == 990 / 1024
 
 
 def test_teacher_memory_checks():

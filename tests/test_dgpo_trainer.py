@@ -108,6 +108,17 @@ def test_off_policy_configuration_does_not_warn(student_path, toy_dataset, tmp_p
         )
 
 
+@pytest.mark.parametrize("init_kwargs", [None, {"dtype": "float32"}])
+def test_a_config_is_not_changed_by_a_trainer_and_can_build_another(student_path, toy_dataset, tmp_path, init_kwargs):
+    args = tiny_args(tmp_path, DGPOConfig, model_init_kwargs=init_kwargs)
+    before = args.to_dict()
+    for _ in range(2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            DGPOTrainer(model=student_path, reward_funcs=digit_fraction_reward, args=args, train_dataset=toy_dataset)
+        assert args.model_init_kwargs is init_kwargs and args.to_dict() == before
+
+
 def test_requires_a_dgpo_config(student_path, toy_dataset, tmp_path):
     args = tiny_dgpo_args(tmp_path, config_class=GRPOConfig)
     with pytest.raises(TypeError, match="DGPOTrainer needs a DGPOConfig"):

@@ -78,6 +78,21 @@ def test_deepspeed_zero2_cpu(student_path, tmp_path):
     check_report(report, world_size=2, distributed_type="DEEPSPEED", zero_stage=2)
 
 
+def test_deepspeed_stops_a_nonfinite_loss_before_its_engine_steps(student_path, tmp_path):
+    """accelerate's DeepSpeed backward runs the engine's optimizer step on the synchronising micro-batch, before the
+    trainer reads the gradient norm: the loss is checked before that backward, so that the error's "the update was not
+    applied" holds (here with 2 micro-batches per step, the first already back-propagated)."""
+    report = launch(
+        "zero2_cpu.yaml", student_path, tmp_path,
+        "--gradient_accumulation_steps", "2", "--max_steps", "3", "--nonfinite_loss_at_step", "2",
+    )  # fmt: skip
+    summary = {key: value for key, value in report.items() if key != "log_history"}
+    assert report["distributed_type"] == "DistributedType.DEEPSPEED" and report["global_step"] == 1, summary
+    assert "optimizer step 2: the loss is not finite; the update was not applied" in report["nonfinite_error"], summary
+    assert report["params_equal_to_last_completed_step"] and report["params_finite"], summary
+    assert report["ranks_in_sync"], summary
+
+
 def test_deepspeed_zero3_cpu(student_path, tmp_path):
     """(c) DeepSpeed ZeRO-3 on CPU, 2 processes: parameters are sharded, generation and the parameter comparison
     gather them."""

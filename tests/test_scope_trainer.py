@@ -475,3 +475,40 @@ def test_distillation_advantage_clip_bounds_the_per_token_signal(student_path, t
         bound = 0.01 * out["scope_weight"].unsqueeze(1)  # the weight multiplies the clamped log-ratio
         assert (out["advantages"].abs() <= bound + 1e-7).all()
         assert (out["advantages"].abs() == bound).any()  # random tiny models disagree by more than 0.01 somewhere
+
+
+@pytest.mark.parametrize("eval_batch_size", [8, 16, 32])
+def test_evaluation_batch_larger_than_the_generation_batch(
+    student_path, teacher_path, toy_dataset, tmp_path, eval_batch_size
+):
+    """TRL's completions-table buffers hold one generation batch (4 rows here); an evaluation batch of 2x, 4x, 8x that
+    must neither crash the table rewrite nor put values in the wrong rows: the `advantage` column holds what SCOPE
+    trained on for the rows the buffer kept, the last ones."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = SCOPETrainer(
+            model=student_path,
+            reward_funcs=contains_digit_reward,
+            args=scope_args(
+                tmp_path,
+                teacher_path,
+                max_steps=1,
+                eval_strategy="no",
+                per_device_train_batch_size=4,
+                steps_per_generation=1,
+                num_generations_eval=4,
+                per_device_eval_batch_size=eval_batch_size,
+            ),
+            train_dataset=toy_dataset,
+            eval_dataset=toy_dataset,
+        )
+    rewrites = []
+    original = trainer._log_completion_columns
+    trainer._log_completion_columns = lambda *columns: rewrites.append(columns) or original(*columns)
+    metrics = trainer.evaluate()
+    assert "eval_scope/frac_correct" in metrics
+    routes, weights, trained_on = rewrites[-1]
+    assert len(trained_on) == eval_batch_size
+    kept = trainer._logs["advantages"].maxlen
+    assert list(trainer._logs["advantages"]) == pytest.approx(trained_on[-kept:])
+    assert list(trainer._logs["extra"]["scope_weight"]) == pytest.approx(weights[-kept:])

@@ -147,6 +147,25 @@ def test_sharded_in_process_scoring_makes_as_many_forwards_as_the_busiest_proces
 # ------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("placement", [InProcessTeacher, OffloadedTeacher])
+def test_in_process_scoring_runs_in_inference_mode_and_returns_usable_scores(teacher, placement):
+    """The teacher's forward records nothing for autograd (inference mode); its scores still enter the loss, where a
+    tensor made in inference mode must not be saved for backward, and the offloaded teacher's moves stay outside."""
+    input_ids, attention_mask, _ = batch()
+    modes = []
+
+    def recording_logps(*args, **kwargs):
+        modes.append(torch.is_inference_mode_enabled())
+        return reference_logps(*args, **kwargs)
+
+    placed = placement(teacher, recording_logps, vocab_size=320, student_vocab_rows=320)
+    scores = placed.score(input_ids, attention_mask, WIDTH, ROWS, batch_size=2)
+    assert modes == [True] and not scores.is_inference()
+    weight = torch.ones(1, requires_grad=True)
+    (weight * scores).sum().backward()  # what the loss does with them
+    assert weight.grad is not None and all(not p.is_inference() for p in placed.model.parameters())
+
+
 def test_offloaded_teacher_visits_the_device_only_to_score(teacher):
     input_ids, attention_mask, _ = batch()
     placed = OffloadedTeacher(teacher, reference_logps, 320, 320, device="cpu")

@@ -13,7 +13,10 @@ over gloo, DeepSpeed ZeRO-2 / ZeRO-3 on DeepSpeed's CPU accelerator), then write
   under `--use_peft`; none otherwise), which must not move;
 - `ranks_in_sync`, `param_checksums`: one checksum of the (gathered) trainable parameters per rank; every rank must
   hold the same model after training (DDP keeps replicas equal, ZeRO gathers the same full tensors);
-- `log_history`: `trainer.state.log_history`.
+- `log_history`: `trainer.state.log_history`;
+- with `--nonfinite_loss_at_step N`: `nonfinite_error` (the `NonFiniteUpdateError` message, None if nothing was
+  raised), `params_finite`, and `params_equal_to_last_completed_step` (the trainable parameters after the error
+  against those at the end of the last completed optimizer step).
 
 Example:
 
@@ -52,6 +55,12 @@ def parse_args(argv=None):
         default=False,
         help="off by default: it only costs time on models this small",
     )
+    parser.add_argument(
+        "--nonfinite_loss_at_step",
+        type=int,
+        default=None,
+        help="make the loss NaN at this optimizer step (1-based) on every process; the report records the error",
+    )
     args = parser.parse_args(argv)
     if args.steps_per_generation is None:
         args.steps_per_generation = 4 * args.gradient_accumulation_steps
@@ -84,6 +93,17 @@ def max_abs_diffs(before: dict, after: dict) -> dict:
     return {name: (after[name] - before[name]).abs().max().item() for name in before}
 
 
+def poison_loss(trainer, step: int) -> None:
+    """Make the per-token loss NaN at optimizer step `step` (1-based), on every process."""
+    original = trainer._per_token_policy_loss
+
+    def loss(batch, inputs):
+        value = original(batch, inputs)
+        return value * float("nan") if trainer.state.global_step + 1 == step else value
+
+    trainer._per_token_policy_loss = loss
+
+
 def zero_stage_of(trainer):
     plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
     return None if plugin is None else int(plugin.zero_stage)
@@ -95,7 +115,10 @@ def main(argv=None):
     import torch
     from peft import LoraConfig
 
+    from transformers import TrainerCallback
+
     from scope_trl import DGPOConfig, DGPOTrainer
+    from scope_trl.guards import NonFiniteUpdateError
     from scope_trl.toy import digit_fraction_reward, make_arithmetic_dataset
 
     config = DGPOConfig(
@@ -133,7 +156,18 @@ def main(argv=None):
     # Before train(): with zero3_init_flag false, DeepSpeed has not partitioned anything yet, but the helper gathers
     # whatever is partitioned, so it is correct either way.
     before, frozen_before = snapshot(trainer.model, trainable=True), snapshot(trainer.model, trainable=False)
-    trainer.train()
+    nonfinite_error, last_step = None, {}
+    if args.nonfinite_loss_at_step is not None:
+        poison_loss(trainer, args.nonfinite_loss_at_step)
+        trainer.add_callback(type("KeepLastStep", (TrainerCallback,), {
+            "on_step_end": lambda self, a, state, control, **kw: last_step.update(snapshot(trainer.model, True)),
+        })())  # fmt: skip
+    try:
+        trainer.train()
+    except NonFiniteUpdateError as error:
+        if args.nonfinite_loss_at_step is None:
+            raise
+        nonfinite_error = str(error)
     after, frozen_after = snapshot(trainer.model, trainable=True), snapshot(trainer.model, trainable=False)
 
     accelerator = trainer.accelerator
@@ -160,6 +194,10 @@ def main(argv=None):
             "param_checksums": checksums,
             "ranks_in_sync": all(math.isclose(c, checksums[0], rel_tol=1e-9, abs_tol=1e-9) for c in checksums),
             "log_history": trainer.state.log_history,
+            "nonfinite_error": nonfinite_error,
+            "params_finite": all(bool(torch.isfinite(t).all()) for t in after.values()),
+            "params_equal_to_last_completed_step": bool(last_step)
+            and all(torch.equal(last_step[name], after[name]) for name in after),
         }
         os.makedirs(os.path.dirname(os.path.abspath(args.result)), exist_ok=True)
         with open(args.result, "w") as f:
