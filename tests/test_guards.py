@@ -147,7 +147,14 @@ def test_a_skipped_step_that_the_scaler_also_skips_does_not_drop_the_next(
     """nonfinite_updates='skip' with a loss scaler: a NaN loss at step 2 makes NaN gradients, so `scaler.step` does not
     call an unfused optimizer's `step`; the skip decided for step 2 must not carry over to step 3."""
     trainer = build(
-        DGPOTrainer, student_path, teacher_path, toy_dataset, tmp_path, max_steps=3, nonfinite_updates="skip", optim=optim
+        DGPOTrainer,
+        student_path,
+        teacher_path,
+        toy_dataset,
+        tmp_path,
+        max_steps=3,
+        nonfinite_updates="skip",
+        optim=optim,
     )
     poison_loss(trainer, {2})
     weights = record_updates(trainer)

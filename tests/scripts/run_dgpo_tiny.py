@@ -114,7 +114,6 @@ def main(argv=None):
 
     import torch
     from peft import LoraConfig
-
     from transformers import TrainerCallback
 
     from scope_trl import DGPOConfig, DGPOTrainer
