@@ -5,7 +5,9 @@
   the gradient norm are finite. `nonfinite_updates="error"` (default) raises `NonFiniteUpdateError` before the
   optimizer step, naming the trainer, the step and the quantity, so the weights stay as they were;
   `nonfinite_updates="skip"` drops that step's update instead (the optimizer's state is untouched, the learning-rate
-  schedule moves on), counts it in `nonfinite/skipped_steps` and keeps training.
+  schedule moves on), counts it in `nonfinite/skipped_steps` and keeps training. An fp16 loss scaler's overflow steps
+  are the scaler's to drop (`nonfinite/scaler_skipped_steps`); under DeepSpeed the loss is checked before the engine
+  steps. The trainer side is `SurrogateGRPOTrainer._check_update`; the semantics are in docs/reliability.md.
 - **Reward functions.** A reward function that raises is reported with its name and one of the completions it was
   given; one that returns a value that is not a number (or None) is reported with the value, its position and its
   completion. TRL itself checks the number of values.
@@ -34,7 +36,8 @@ class GuardConfigMixin:
         metadata={
             "help": "A NaN or infinite loss or gradient norm at an optimizer step: 'error' (default) raises before the "
             "update, naming the step and the quantity; 'skip' drops that update, counts it in "
-            "nonfinite/skipped_steps and keeps training (not under DeepSpeed, whose engine steps inside backward)."
+            "nonfinite/skipped_steps and keeps training (not under DeepSpeed, whose engine steps inside backward). "
+            "An fp16 loss scaler's overflow steps are its own to drop (nonfinite/scaler_skipped_steps), not errors."
         },
     )
 
