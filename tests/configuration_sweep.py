@@ -25,6 +25,7 @@ import re
 import warnings
 
 import torch
+from peft import LoraConfig
 from transformers import TrainerCallback
 
 
@@ -42,6 +43,12 @@ COMMON_FACTORS = {
     "gradient_accumulation_steps": [1, 2],
     "mask_truncated_completions": [False, True],
     "beta": [0.0, 0.02],
+    "scale_rewards": ["group", "batch", "none"],
+    "top_entropy_quantile": [1.0, 0.5],
+    "off_policy_mask_threshold": [None, 0.5],
+    "max_grad_norm": [1.0, 0.0],
+    "gradient_checkpointing": [False, True],
+    "peft": [False, True],  # a LoRA adapter on q_proj and v_proj
 }
 FACTORS = {
     "grpo": {
@@ -53,6 +60,8 @@ FACTORS = {
         **COMMON_FACTORS,
         "loss_type": ["dapo", "grpo", "bnpo", "dr_grpo", "luspo"],
         "importance_sampling_level": ["token", "sequence"],
+        "dgpo_n": [1.0, 2.0],
+        "dgpo_m": [1.0, 2.0],
     },
     "scope": {
         **COMMON_FACTORS,
@@ -61,6 +70,11 @@ FACTORS = {
         "routing": [True, False],
         "weight_normalization": ["mean", "sum"],
         "policy_surrogate": ["ppo", "dgpo"],
+        "use_student_weights": [True, False],
+        "use_teacher_weights": [True, False],
+        "outcome_advantage_coef": [0.0, 0.5],
+        "distillation_advantage_clip": [None, 0.5],
+        "teacher_temperature": [1.0, 0.7],
         "teacher": ["in_process", "offload", "server"],
         "nonfinite_teacher_scores": ["error", "exclude"],
         "poisoned_teacher_score": [False, True],  # the teacher's first scored token of each batch reads -inf
@@ -71,9 +85,14 @@ FACTORS = {
 REFUSED_MUTATIONS = {
     "grpo": [],
     "dgpo": [{"loss_type": "cispo"}, {"loss_type": "sapo"}, {"loss_type": "vespo"}],
-    "scope": [{"loss_type": "grpo"}, {"importance_sampling_level": "sequence"}, {"teacher": "offloaded_server"}],
+    "scope": [
+        {"loss_type": "grpo"},
+        {"importance_sampling_level": "sequence"},
+        {"teacher": "offloaded_server"},
+        {"teacher": "server", "teacher_temperature": 0.7},
+    ],
 }
-SWEEP_KNOBS = ("teacher", "poisoned_teacher_score")  # not config fields
+SWEEP_KNOBS = ("teacher", "poisoned_teacher_score", "peft")  # not config fields
 
 
 def refusal(trainer: str, combo: dict) -> str | None:
@@ -95,6 +114,8 @@ def refusal(trainer: str, combo: dict) -> str | None:
         return r"importance_sampling_level must be 'token' for SCOPE"
     if trainer == "scope" and combo["teacher"] == "offloaded_server":
         return r"teacher_offload=True and a teacher server .* exclude each other"
+    if trainer == "scope" and combo["teacher"] == "server" and combo["teacher_temperature"] != 1.0:
+        return r"teacher_temperature=0.7 cannot be applied by a teacher server"
     return None
 
 
@@ -107,39 +128,38 @@ def _tuples(combo: dict, names: list[str], strength: int) -> set:
     return {tuple((name, combo[name]) for name in chosen) for chosen in itertools.combinations(names, strength)}
 
 
-def covering_array(trainer: str, rows: int, seed: int = 0, candidates: int = 40) -> list[dict]:
+def covering_array(trainer: str, rows: int, seed: int = 0, candidates: int = 30) -> list[dict]:
     """At least `rows` valid combinations covering every pair of factor levels that some valid combination holds.
 
     Greedy and deterministic (AETG-like): each row is the best of `candidates` random valid combinations, scored by the
-    uncovered pairs it covers, then by the uncovered triples (so that rows beyond pairwise coverage keep adding
-    variety). A larger `rows` extends the same sequence: the first rows do not depend on it.
+    uncovered pairs it covers; once every pair is covered, the rows are random valid combinations, for variety. A
+    larger `rows` extends the same sequence: the first rows do not depend on it.
     """
     factors = FACTORS[trainer]
     names = list(factors)
     rng = random.Random(f"{trainer}-{seed}")
-    covered_pairs, covered_triples, chosen = set(), set(), []
-    all_pairs = {((a, x), (b, y)) for a, b in itertools.combinations(names, 2) for x in factors[a] for y in factors[b]}
-    stale = 0
-    while len(chosen) < rows or (covered_pairs != all_pairs and stale < 50):
-        best, best_score = None, (-1, -1)
+    all_pairs = {
+        ((a, x), (b, y)) for a, b in itertools.combinations(names, 2) for x in factors[a] for y in factors[b]
+    }
+    covered, chosen, stale = set(), [], 0
+    while len(chosen) < rows or (covered != all_pairs and stale < 50):
+        best, best_score = None, -1
         for _ in range(candidates):
             combo = {name: rng.choice(levels) for name, levels in factors.items()}
             if refusal(trainer, combo) is not None:
                 continue
-            score = (
-                len(_tuples(combo, names, 2) - covered_pairs),
-                len(_tuples(combo, names, 3) - covered_triples),
-            )
+            score = len(_tuples(combo, names, 2) - covered)
             if score > best_score:
                 best, best_score = combo, score
+            if score == 0 and covered == all_pairs:
+                break  # nothing left to cover: the first valid draw will do
         if best is None:
             continue
-        if best_score[0] == 0 and len(chosen) >= rows:
+        if best_score == 0 and len(chosen) >= rows:
             stale += 1  # the pairs left are held by no valid combination (or rarely drawn): stop trying
             continue
         chosen.append(best)
-        covered_pairs |= _tuples(best, names, 2)
-        covered_triples |= _tuples(best, names, 3)
+        covered |= _tuples(best, names, 2)
     return chosen
 
 
@@ -334,6 +354,9 @@ def _config(trainer: str, combo: dict, output_dir: str, server_url: str | None, 
     return config_class(**kwargs)
 
 
+LORA = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+
+
 def build(trainer: str, combo: dict, paths: dict, output_dir: str, server_url: str | None, datasets, resumed=False):
     from trl import GRPOTrainer
 
@@ -352,6 +375,7 @@ def build(trainer: str, combo: dict, paths: dict, output_dir: str, server_url: s
             args=args,
             train_dataset=datasets[0],
             eval_dataset=datasets[1],
+            peft_config=LORA if combo["peft"] else None,
         )
     _record_signal(built)
     if trainer == "scope":
@@ -499,7 +523,7 @@ def check_metrics(trainer: str, history: list[dict]) -> None:
 
 def check_weights(combo: dict, batches: list) -> None:
     """SCOPE's live weights: per prompt group and routed subset, mean 1 (sum 1 under "sum"); 0 on excluded rollouts;
-    1 everywhere without routing."""
+    1 for every member of a path whose weights are off, and everywhere without routing."""
     from scope_trl.scope_trainer import CORRECT, EXCLUDED, INCORRECT
 
     assert batches, "no generation batch was weighted"
@@ -510,8 +534,10 @@ def check_weights(combo: dict, batches: list) -> None:
                 members = group_weight[group_path == route]
                 if not members.numel():
                     continue
-                if not combo["routing"]:
-                    assert route == INCORRECT and torch.equal(members, torch.ones_like(members)), (mode, members)
+                weighted = combo["use_student_weights"] if route == CORRECT else combo["use_teacher_weights"]
+                if not combo["routing"] or not weighted:  # every member weighs 1
+                    assert combo["routing"] or route == INCORRECT, (mode, route)
+                    assert torch.equal(members, torch.ones_like(members)), f"{mode}: subset weights {members}"
                     continue
                 total = members.sum().item()
                 target = 1.0 if combo["weight_normalization"] == "sum" else float(members.numel())
