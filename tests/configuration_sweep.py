@@ -138,9 +138,7 @@ def covering_array(trainer: str, rows: int, seed: int = 0, candidates: int = 30)
     factors = FACTORS[trainer]
     names = list(factors)
     rng = random.Random(f"{trainer}-{seed}")
-    all_pairs = {
-        ((a, x), (b, y)) for a, b in itertools.combinations(names, 2) for x in factors[a] for y in factors[b]
-    }
+    all_pairs = {((a, x), (b, y)) for a, b in itertools.combinations(names, 2) for x in factors[a] for y in factors[b]}
     covered, chosen, stale = set(), [], 0
     while len(chosen) < rows or (covered != all_pairs and stale < 50):
         best, best_score = None, -1
