@@ -161,9 +161,9 @@ def covering_array(trainer: str, rows: int, seed: int = 0, candidates: int = 30)
     return chosen
 
 
-# The factors the validity rules read; every other factor combines freely.
-BATCH_FACTORS = ("per_device_train_batch_size", "per_device_eval_batch_size", "num_generations",
-                 "num_generations_eval", "steps_per_generation")  # fmt: skip
+# The factors the validity rules read besides the pinned pair; every other factor combines freely.
+RULED_FACTORS = ("per_device_train_batch_size", "per_device_eval_batch_size", "num_generations",
+                 "num_generations_eval", "steps_per_generation", "teacher", "teacher_temperature")  # fmt: skip
 
 
 def uncovered_pairs(trainer: str, rows: list[dict]) -> set:
@@ -172,9 +172,8 @@ def uncovered_pairs(trainer: str, rows: list[dict]) -> set:
     names = list(factors)
     covered = set().union(*(_tuples(combo, names, 2) for combo in rows))
     base = rows[0]
-    batch_settings = [
-        dict(zip(BATCH_FACTORS, values)) for values in itertools.product(*(factors[n] for n in BATCH_FACTORS))
-    ]
+    ruled = [name for name in RULED_FACTORS if name in factors]
+    settings = [dict(zip(ruled, values)) for values in itertools.product(*(factors[name] for name in ruled))]
     missing = set()
     for a, b in itertools.combinations(names, 2):
         for x, y in itertools.product(factors[a], factors[b]):
@@ -183,7 +182,7 @@ def uncovered_pairs(trainer: str, rows: list[dict]) -> set:
             pinned = {a: x, b: y}
             feasible = any(
                 refusal(trainer, {**base, **setting, **pinned}) is None
-                for setting in batch_settings
+                for setting in settings
                 if all(setting.get(name, value) == value for name, value in pinned.items())
             )
             if feasible:
