@@ -73,8 +73,8 @@ class DGPOTrainer(SurrogateGRPOTrainer):
             args = DGPOConfig(f"{model_name.split('/')[-1]}-DGPO")
         elif not isinstance(args, DGPOConfig):
             raise TypeError(
-                f"DGPOTrainer needs a DGPOConfig, got {type(args).__name__}. Build one with the same arguments: "
-                "DGPOConfig(**your_grpo_config.to_dict()) or switch the class name in your script."
+                f"DGPOTrainer needs a DGPOConfig, got {type(args).__name__}. Switch the class name in your script, "
+                "or convert the config you have: DGPOConfig.from_grpo_config(your_config)."
             )
         if args.dgpo_is_on_policy:
             warnings.warn(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import wraps
 
 
@@ -27,9 +27,9 @@ NONFINITE_UPDATE_POLICIES = ("error", "skip")
 
 @dataclass
 class GuardConfigMixin:
-    """The guard's config field, shared by `DGPOConfig` and `SCOPEConfig`. Listed before `GRPOConfig` among their bases,
-    so that dataclass ordering puts its field after GRPOConfig's and `output_dir` stays the first positional argument
-    (`SCOPEConfig("out")`), as in every TRL config."""
+    """What `DGPOConfig` and `SCOPEConfig` share beyond `GRPOConfig`: the guard's field and the conversion from a
+    `GRPOConfig`. Listed before `GRPOConfig` among their bases, so that dataclass ordering puts its field after
+    GRPOConfig's and `output_dir` stays the first positional argument (`SCOPEConfig("out")`), as in every TRL config."""
 
     nonfinite_updates: str = field(
         default="error",
@@ -40,6 +40,20 @@ class GuardConfigMixin:
             "An fp16 loss scaler's overflow steps are its own to drop (nonfinite/scaler_skipped_steps), not errors."
         },
     )
+
+    @classmethod
+    def from_grpo_config(cls, config, **changes):
+        """This config class with every setting of `config` (a `GRPOConfig`, or another of ours) and `changes` on top:
+        `DGPOConfig.from_grpo_config(grpo_config)`, `SCOPEConfig.from_grpo_config(grpo_config,
+        teacher_model_name_or_path=...)`.
+
+        The values are read from the fields, not from `to_dict()` (which masks tokens); `generation_batch_size` is left
+        out, since `GRPOConfig` derives it from `steps_per_generation` and refuses both.
+        """
+        names = {f.name for f in fields(cls) if f.init}
+        values = {f.name: getattr(config, f.name) for f in fields(config) if f.init and f.name in names}
+        values.pop("generation_batch_size", None)
+        return cls(**{**values, **changes})
 
     def check_nonfinite_updates(self) -> None:
         if self.nonfinite_updates not in NONFINITE_UPDATE_POLICIES:

@@ -128,7 +128,8 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         elif not isinstance(args, SCOPEConfig):
             raise TypeError(
                 f"SCOPETrainer needs a SCOPEConfig, got {type(args).__name__}. Build one with the same arguments plus "
-                "the teacher, e.g. SCOPEConfig(..., teacher_model_name_or_path=...)."
+                "the teacher, e.g. SCOPEConfig(..., teacher_model_name_or_path=...), or convert the config you have: "
+                "SCOPEConfig.from_grpo_config(your_config, teacher_model_name_or_path=...)."
             )
         teacher = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
         server_url = args.teacher_server_base_url

@@ -119,10 +119,22 @@ def test_a_config_is_not_changed_by_a_trainer_and_can_build_another(student_path
         assert args.model_init_kwargs is init_kwargs and args.to_dict() == before
 
 
-def test_requires_a_dgpo_config(student_path, toy_dataset, tmp_path):
-    args = tiny_dgpo_args(tmp_path, config_class=GRPOConfig)
-    with pytest.raises(TypeError, match="DGPOTrainer needs a DGPOConfig"):
+def test_requires_a_dgpo_config_and_the_conversion_it_suggests_works(student_path, toy_dataset, tmp_path):
+    args = tiny_dgpo_args(tmp_path, config_class=GRPOConfig, learning_rate=1e-3, num_iterations=2, beta=0.01)
+    with pytest.raises(
+        TypeError, match=r"DGPOTrainer needs a DGPOConfig.*DGPOConfig\.from_grpo_config\(your_config\)"
+    ):
         DGPOTrainer(model=student_path, reward_funcs=digit_fraction_reward, args=args, train_dataset=toy_dataset)
+    converted = DGPOConfig.from_grpo_config(args, dgpo_n=2.0)
+    assert isinstance(converted, DGPOConfig) and converted.dgpo_n == 2.0
+    for name in ("output_dir", "learning_rate", "num_iterations", "beta", "steps_per_generation", "max_steps",
+                 "generation_batch_size", "hub_token", "report_to"):  # fmt: skip
+        assert getattr(converted, name) == getattr(args, name), name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = DGPOTrainer(student_path, digit_fraction_reward, args=converted, train_dataset=toy_dataset)
+    trainer.train()
+    assert trainer.state.global_step == args.max_steps
 
 
 @pytest.mark.parametrize(

@@ -295,12 +295,21 @@ def test_no_teacher_is_refused(student_path, toy_dataset, tmp_path):
         build_scope(student_path, None, toy_dataset, tmp_path)
 
 
-def test_grpo_config_is_refused(student_path, teacher_path, toy_dataset, tmp_path):
-    args = tiny_args(tmp_path, GRPOConfig)
-    with pytest.raises(TypeError, match="SCOPETrainer needs a SCOPEConfig"):
+def test_grpo_config_is_refused_and_the_conversion_it_suggests_works(
+    student_path, teacher_path, toy_dataset, tmp_path
+):
+    args = tiny_args(tmp_path, GRPOConfig, learning_rate=1e-3)
+    with pytest.raises(TypeError, match=r"SCOPETrainer needs a SCOPEConfig.*SCOPEConfig\.from_grpo_config\("):
         SCOPETrainer(
             student_path, contains_digit_reward, args=args, train_dataset=toy_dataset, teacher_model=teacher_path
         )
+    converted = SCOPEConfig.from_grpo_config(args, teacher_model_name_or_path=teacher_path)
+    assert converted.learning_rate == 1e-3 and converted.teacher_model_name_or_path == teacher_path
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = SCOPETrainer(student_path, contains_digit_reward, args=converted, train_dataset=toy_dataset)
+    trainer.train()
+    assert trainer.state.global_step == args.max_steps
 
 
 def test_mismatched_tokenizer_names_both_models(student_path, toy_dataset, tmp_path):
