@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 
 
@@ -62,6 +63,12 @@ def prefer_safetensors(init_kwargs: Mapping | str | None) -> dict:
     kwargs = dict(json.loads(init_kwargs) if isinstance(init_kwargs, str) else init_kwargs or {})
     kwargs.setdefault("use_safetensors", True)
     return kwargs
+
+
+def raised_while_loading(error: BaseException) -> bool:
+    """Whether `error` was raised inside a `from_pretrained` call (a model or tokenizer load), rather than by the rest
+    of a trainer's construction (creating `output_dir`, the Hub repository of `push_to_hub`, ...)."""
+    return any(frame.f_code.co_name == "from_pretrained" for frame, _ in traceback.walk_tb(error.__traceback__))
 
 
 def explain_load_failure(error: OSError, name: str, role: str, field: str, kwargs_field: str | None) -> OSError:

@@ -37,6 +37,7 @@ from .checks import (
     check_reward_columns,
     explain_load_failure,
     prefer_safetensors,
+    raised_while_loading,
 )
 from .guards import NonFiniteUpdateError, checked_reward_function
 from .losses import LOG_RATIO_CLAMP
@@ -107,7 +108,7 @@ class SurrogateGRPOTrainer(GRPOTrainer):
         try:
             super().__init__(model, reward_funcs, args=args, **kwargs)
         except OSError as error:
-            if not isinstance(model, str):
+            if not (isinstance(model, str) and raised_while_loading(error)):
                 raise
             raise explain_load_failure(error, model, "student", "model", "model_init_kwargs") from error
         finally:

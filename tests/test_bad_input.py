@@ -69,6 +69,32 @@ def test_a_hub_teacher_that_cannot_load_offline_is_named(student_path, toy_datas
         build(SCOPETrainer, student_path, toy_dataset, tmp_path, teacher="no-org/no-such-teacher")
 
 
+def test_a_hub_student_that_cannot_load_offline_is_named(toy_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        OSError, match=r"Could not load the student 'no-org/no-such-student' \(model\): HF_HUB_OFFLINE"
+    ):
+        build(DGPOTrainer, "no-org/no-such-student", toy_dataset, tmp_path)
+
+
+@pytest.mark.parametrize("trainer_class", [DGPOTrainer, SCOPETrainer])
+@pytest.mark.parametrize("fault", ["output_dir_under_a_file", "push_to_hub_offline"])
+def test_a_failure_after_the_student_loaded_is_not_blamed_on_it(
+    trainer_class, fault, student_path, teacher_path, toy_dataset, tmp_path, monkeypatch
+):
+    """Only an error raised while loading a model is reported as "Could not load the student": creating the output
+    directory or the Hub repository fails with its own error."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "a_file").write_text("")
+    if fault == "output_dir_under_a_file":
+        overrides, expected, named = {"output_dir": str(tmp_path / "a_file" / "out")}, NotADirectoryError, "a_file"
+    else:
+        overrides, expected, named = {"push_to_hub": True, "hub_model_id": "someone/model"}, OSError, "offline mode"
+    with pytest.raises(expected) as raised:
+        build(trainer_class, student_path, toy_dataset, tmp_path, teacher=teacher_path, **overrides)
+    assert "Could not load" not in str(raised.value) and named in str(raised.value)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Datasets and reward functions
 # --------------------------------------------------------------------------------------------------------------------
