@@ -151,6 +151,7 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         self._refuse_multimodal(self.processing_class)
 
         self._verifier_index = self._resolve_verifier(args.correctness_reward)
+        self._warn_unused_rewards()
         self._last_rewards_per_func = None
         self._warned_nonfinite_teacher = False
         self._pending_batch: _ScoredBatch | None = None  # scored, waiting for the loss forward's π_old
@@ -197,6 +198,29 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             f"correctness_reward={correctness_reward!r} names no reward function of this trainer. Use one of the names "
             f"{names} or a position from 0 to {len(names) - 1}."
         )
+
+    def _warn_unused_rewards(self) -> None:
+        """SCOPE trains on the verifier's routing; the other reward functions act only through the outcome term. Say so
+        at construction rather than let a format reward, say, be computed, logged and silently never trained on."""
+        names = self.reward_func_names
+        if len(names) < 2 or self.args.outcome_advantage_coef > 0:
+            return
+        verifier = names[self._verifier_index]
+        others = [name for index, name in enumerate(names) if index != self._verifier_index]
+        if not self.args.routing:
+            message = f"routing=False distils every rollout: none of the reward functions {names} trains"
+        else:
+            chosen = (
+                "correctness_reward"
+                if self.args.correctness_reward is not None
+                else "the first reward function; correctness_reward chooses another"
+            )
+            message = (
+                f"SCOPE routes rollouts on the verifier {verifier!r} ({chosen}); the other reward functions {others} "
+                "are computed and logged but train only through outcome_advantage_coef > 0 (GRPO's outcome advantage, "
+                "weighted by reward_weights), which is 0"
+            )
+        warnings.warn(f"{message}.", UserWarning, stacklevel=3)
 
     def _teacher_record(self) -> dict:
         """What identifies the teacher, written into every checkpoint and the model card."""

@@ -1,6 +1,7 @@
 """SCOPETrainer on the tiny student and the larger tiny teacher: training, routing, teacher scoring, loss, errors."""
 
 import random
+import re
 import warnings
 
 import pytest
@@ -521,3 +522,37 @@ def test_evaluation_batch_larger_than_the_generation_batch(
     kept = trainer._logs["advantages"].maxlen
     assert list(trainer._logs["advantages"]) == pytest.approx(trained_on[-kept:])
     assert list(trainer._logs["extra"]["scope_weight"]) == pytest.approx(weights[-kept:])
+
+
+def _length_bonus(completions, **kwargs):
+    return [0.1 * len(str(c)) for c in completions]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, r"routes rollouts on the verifier 'contains_digit_reward' \(the first reward function; correctness_reward "
+             r"chooses another\); the other reward functions \['_length_bonus'\] .*train only through "
+             r"outcome_advantage_coef > 0"),
+        ({"correctness_reward": "_length_bonus"}, r"verifier '_length_bonus' \(correctness_reward\)"),
+        ({"routing": False}, r"routing=False distils every rollout: none of the reward functions"),
+        ({"outcome_advantage_coef": 0.5}, None),
+    ],
+)  # fmt: skip
+def test_reward_functions_that_do_not_train_are_named_at_construction(
+    student_path, teacher_path, toy_dataset, tmp_path, overrides, expected
+):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        SCOPETrainer(
+            model=student_path,
+            reward_funcs=[contains_digit_reward, _length_bonus],
+            args=scope_args(tmp_path, teacher_path, **overrides),
+            train_dataset=toy_dataset,
+        )
+    messages = [str(w.message) for w in caught if "of the reward functions" in str(w.message) or "other reward" in
+                str(w.message)]  # fmt: skip
+    if expected is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and re.search(expected, messages[0]), messages
