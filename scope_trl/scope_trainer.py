@@ -21,7 +21,7 @@ from .checks import check_model_reference
 from .losses import boundary_regions, dgpo_terms, ppo_clip_loss
 from .scope_config import SCOPEConfig
 from .surrogate_trainer import PolicyBatch, SurrogateGRPOTrainer
-from .teacher import VLLM_NEGATIVE_INFINITY, check_resumed_teacher, load_teacher
+from .teacher import VLLM_NEGATIVE_INFINITY, check_resumed_teacher, load_teacher, weights_fingerprint
 from .weights import dual_path_weights
 
 
@@ -227,6 +227,7 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         placement = self.teacher.record()
         record = {"name_or_path": self.teacher.name, "revision": self.args.teacher_model_revision}
         record.update(commit_hash=placement["commit_hash"], dtype=placement["dtype"])
+        record["fingerprint"] = weights_fingerprint(self.teacher.name)
         record["temperature"] = self.args.teacher_temperature
         if "server_url" in placement:
             record["server_url"] = placement["server_url"]

@@ -19,6 +19,7 @@ routes, weighs and applies `nonfinite_teacher_scores`; it never needs to know wh
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -467,16 +468,57 @@ def load_teacher(
     return placed
 
 
+FINGERPRINT_CHUNK = 2**20  # bytes read from each end of every weight file
+
+
+def weights_fingerprint(name_or_path) -> str | None:
+    """A short identity of a local checkpoint directory, None for anything else (a Hub id: its commit identifies it).
+
+    SHA-256 over `config.json` and, for each `*.safetensors` file, its name, size, first MiB (the header: every
+    tensor's name, dtype, shape and offset, then the first weights) and last MiB. Reading 2 MiB per file keeps it cheap
+    for a multi-GB teacher; copies of one checkpoint agree wherever they live, other weights (another model, a
+    fine-tune) differ.
+    """
+    if not isinstance(name_or_path, str) or not os.path.isdir(os.path.expanduser(name_or_path)):
+        return None
+    directory = os.path.expanduser(name_or_path)
+    files = sorted(entry for entry in os.listdir(directory) if entry.endswith(".safetensors"))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    config = os.path.join(directory, "config.json")
+    if os.path.isfile(config):
+        with open(config, "rb") as f:
+            digest.update(f.read())
+    for name in files:
+        path = os.path.join(directory, name)
+        size = os.path.getsize(path)
+        digest.update(f"{name}:{size}".encode())
+        with open(path, "rb") as f:
+            digest.update(f.read(FINGERPRINT_CHUNK))
+            if size > 2 * FINGERPRINT_CHUNK:
+                f.seek(size - FINGERPRINT_CHUNK)
+                digest.update(f.read(FINGERPRINT_CHUNK))
+    return digest.hexdigest()[:16]
+
+
 def check_resumed_teacher(checkpoint: str, record_name: str, record: dict, args) -> None:
     """Refuse to resume from `checkpoint` with another teacher than the one its `record_name` file names (unless
-    `args.allow_teacher_change`): the name or path, the revision and the resolved commit are compared where both
-    sides know them."""
+    `args.allow_teacher_change`).
+
+    A teacher loaded from a local directory is identified by its weights (`weights_fingerprint`): the same checkpoint
+    under another path, or on another machine, is the same teacher. Otherwise the name or path, the revision and the
+    resolved commit are compared where both sides know them.
+    """
     path = os.path.join(checkpoint, record_name)
     if not os.path.isfile(path):
         return  # a checkpoint written before teachers were recorded (or by another trainer): nothing to compare
     with open(path) as f:
         saved = json.load(f)
-    identity = ("name_or_path", "revision", "commit_hash")
+    if saved.get("fingerprint") and record.get("fingerprint"):
+        identity = ("fingerprint",)
+    else:
+        identity = ("name_or_path", "revision", "commit_hash")
     differs = [
         key
         for key in identity
@@ -485,6 +527,11 @@ def check_resumed_teacher(checkpoint: str, record_name: str, record: dict, args)
     if not differs:
         return
     described = "; ".join(f"{key}: checkpoint {saved[key]!r}, now {record[key]!r}" for key in differs)
+    if differs == ["fingerprint"]:
+        described = (
+            f"the weights at {record.get('name_or_path')!r} differ from those of {saved.get('name_or_path')!r}: "
+            + described
+        )
     if args.allow_teacher_change:
         warnings.warn(f"Resuming {checkpoint} with another teacher ({described}).", UserWarning, stacklevel=4)
         return

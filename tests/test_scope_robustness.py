@@ -3,6 +3,7 @@ sequence mask, the metrics a GRPO user monitors, the teacher's dtype and identit
 
 import json
 import math
+import os
 import shutil
 import sys
 import types
@@ -10,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from transformers import AutoTokenizer, ProcessorMixin
+from transformers import AutoModelForCausalLM, AutoTokenizer, ProcessorMixin
 
 from scope_trl import SCOPEConfig, SCOPETrainer
 from scope_trl.scope_trainer import CORRECT, EXCLUDED, INCORRECT
@@ -309,10 +310,15 @@ def test_resuming_with_another_teacher_is_refused(student_path, teacher_path, to
         student_path, teacher_path, toy_dataset, tmp_path, max_steps=2, save_strategy="steps", save_steps=2
     )
     first.train()
-    other_teacher = shutil.copytree(teacher_path, tmp_path / "another-teacher")
+    other_teacher = tmp_path / "another-teacher"  # the same architecture and tokenizer, other weights
+    model = AutoModelForCausalLM.from_pretrained(teacher_path)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.add_(0.01)
+    model.save_pretrained(other_teacher)
+    AutoTokenizer.from_pretrained(teacher_path).save_pretrained(other_teacher)
     resumed = build_scope(student_path, str(other_teacher), toy_dataset, tmp_path, max_steps=3)
     with pytest.raises(
-        ValueError, match=r"another teacher \(name_or_path: checkpoint '.*teacher', now '.*another-teacher'"
+        ValueError, match=r"another teacher \(the weights at '.*another-teacher' differ from those of '.*teacher'"
     ):
         resumed.train(resume_from_checkpoint=True)
     allowed = build_scope(
@@ -324,6 +330,24 @@ def test_resuming_with_another_teacher_is_refused(student_path, teacher_path, to
     same = build_scope(student_path, teacher_path, toy_dataset, tmp_path, max_steps=3)
     same.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
     assert same.state.global_step == 3
+
+
+def test_the_same_teacher_under_another_path_resumes(student_path, teacher_path, toy_dataset, tmp_path, monkeypatch):
+    """A teacher is identified by its weights, not by the string that named it: a relative path to the same directory,
+    or a copy of it elsewhere (a checkpoint moved to another machine), resumes without complaint."""
+    first = build_scope(student_path, teacher_path, toy_dataset, tmp_path, max_steps=2, save_strategy="steps",
+                        save_steps=2)  # fmt: skip
+    first.train()
+    record = json.loads((tmp_path / "checkpoint-2" / "scope_teacher.json").read_text())
+    assert record["name_or_path"] == teacher_path and len(record["fingerprint"]) == 16
+    monkeypatch.chdir(os.path.dirname(teacher_path))
+    moved = shutil.copytree(teacher_path, tmp_path / "elsewhere" / "teacher")
+    for name in (os.path.basename(teacher_path), str(moved)):
+        resumed = build_scope(student_path, name, toy_dataset, tmp_path, max_steps=3, save_strategy="no")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # not even an allow_teacher_change warning
+            resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+        assert resumed.state.global_step == 3
 
 
 def test_different_chat_templates_are_warned_about(student_path, teacher_path, toy_dataset, tmp_path):
