@@ -303,3 +303,20 @@ def test_accelerate_config_path_names_the_packaged_configs_on_error():
         accelerate_config_path("no_such_config")
     for name in GPU_CONFIGS:
         assert name in str(error.value)
+
+
+def test_the_documented_gpu_scaling_keeps_dgpo_off_policy(monkeypatch):
+    """docs/recipes.md tells users to scale `gradient_accumulation_steps` and `steps_per_generation` together for
+    another number of GPUs; done so, a DGPO recipe keeps its off-policy updates and its batches on 1, 4, 8 and 16 GPUs.
+    (Scaling only the accumulation, the old advice, made every update on-policy: DGPO trained like GRPO.)"""
+    advice = (REPO_ROOT / "docs" / "recipes.md").read_text()
+    assert "scale\n`gradient_accumulation_steps` and `steps_per_generation` together" in advice
+    for recipe in (r for r in RECIPES if method_of(r) == "dgpo"):
+        _, args, _ = parse_recipe(recipe, monkeypatch)
+        assert not args.dgpo_is_on_policy, recipe.name
+        for gpus in (1, 4, 16):
+            scale = 8 / gpus
+            accumulation = int(args.gradient_accumulation_steps * scale)
+            steps = int(args.steps_per_generation * scale)
+            assert args.per_device_train_batch_size * gpus * steps == 256 * args.num_generations, (recipe.name, gpus)
+            assert accumulation % (steps * args.num_iterations) != 0, f"{recipe.name} on {gpus} GPU(s) is on-policy"
