@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, ProcessorMixin
 from scope_trl import SCOPEConfig, SCOPETrainer
 from scope_trl.scope_trainer import CORRECT, EXCLUDED, INCORRECT
 from scope_trl.surrogate_trainer import sequence_advantages
+from scope_trl.teacher import weights_fingerprint
 from scope_trl.toy import build_tiny_model, build_tokenizer, contains_digit_reward
 
 from .helpers import build_trainer, hand_batch, logged, snapshot
@@ -300,9 +301,11 @@ def test_checkpoints_and_model_card_record_the_teacher(student_path, teacher_pat
     trainer.train()
     record = json.loads((tmp_path / "checkpoint-2" / "scope_teacher.json").read_text())
     assert record == {"name_or_path": teacher_path, "revision": None, "commit_hash": None, "dtype": "float32",
-                      "temperature": 1.0}  # fmt: skip
+                      "fingerprint": weights_fingerprint(teacher_path), "temperature": 1.0}  # fmt: skip
+    assert len(record["fingerprint"]) == 16
     card = (tmp_path / "README.md").read_text()
     assert "## Teacher" in card and f"- name_or_path: `{teacher_path}`" in card
+    assert f"- fingerprint: `{record['fingerprint']}`" in card
 
 
 def test_resuming_with_another_teacher_is_refused(student_path, teacher_path, toy_dataset, tmp_path):
