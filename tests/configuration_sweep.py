@@ -124,8 +124,8 @@ def refusal(trainer: str, combo: dict) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _tuples(combo: dict, names: list[str], strength: int) -> set:
-    return {tuple((name, combo[name]) for name in chosen) for chosen in itertools.combinations(names, strength)}
+def _pairs(combo: dict, names: list[str]) -> set:
+    return {((a, combo[a]), (b, combo[b])) for a, b in itertools.combinations(names, 2)}
 
 
 def covering_array(trainer: str, rows: int, seed: int = 0, candidates: int = 30) -> list[dict]:
@@ -146,7 +146,7 @@ def covering_array(trainer: str, rows: int, seed: int = 0, candidates: int = 30)
             combo = {name: rng.choice(levels) for name, levels in factors.items()}
             if refusal(trainer, combo) is not None:
                 continue
-            score = len(_tuples(combo, names, 2) - covered)
+            score = len(_pairs(combo, names) - covered)
             if score > best_score:
                 best, best_score = combo, score
             if score == 0 and covered == all_pairs:
@@ -157,7 +157,7 @@ def covering_array(trainer: str, rows: int, seed: int = 0, candidates: int = 30)
             stale += 1  # the pairs left are held by no valid combination (or rarely drawn): stop trying
             continue
         chosen.append(best)
-        covered |= _tuples(best, names, 2)
+        covered |= _pairs(best, names)
     return chosen
 
 
@@ -170,7 +170,7 @@ def uncovered_pairs(trainer: str, rows: list[dict]) -> set:
     """The pairs of factor levels that some valid combination holds but no row of `rows` does."""
     factors = FACTORS[trainer]
     names = list(factors)
-    covered = set().union(*(_tuples(combo, names, 2) for combo in rows))
+    covered = set().union(*(_pairs(combo, names) for combo in rows))
     base = rows[0]
     ruled = [name for name in RULED_FACTORS if name in factors]
     settings = [dict(zip(ruled, values)) for values in itertools.product(*(factors[name] for name in ruled))]
@@ -391,11 +391,12 @@ def _record_signal(trainer) -> None:
     original = trainer._compute_loss
 
     def recording(model, inputs):
-        if model.training:
+        loss = original(model, inputs)
+        if model.training:  # read after the loss: SCOPE may fill the advantages in its loss forward
             advantages, mask = inputs["advantages"], inputs["completion_mask"].bool()
             advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
             trainer._sweep_signal |= bool(((advantages != 0) & mask).any())
-        return original(model, inputs)
+        return loss
 
     trainer._compute_loss = recording
 
@@ -433,7 +434,8 @@ def _poison_teacher(trainer) -> None:
 
 def run(trainer: str, combo: dict, paths: dict, workdir: str, server_url: str | None, datasets) -> str:
     """Run one combination and check its invariants; returns "refused", "stopped" (a poisoned teacher score under
-    nonfinite_teacher_scores='error' stopped it, as asked) or "passed"; raises AssertionError naming what broke."""
+    nonfinite_teacher_scores='error' stopped it, as asked), "passed", or "passed without signal" (no loss token had a
+    non-zero advantage, so the parameters were not required to move); raises AssertionError naming what broke."""
     expected = refusal(trainer, combo)
     try:
         first = build(trainer, combo, paths, workdir, server_url, datasets)
@@ -477,7 +479,7 @@ def run(trainer: str, combo: dict, paths: dict, workdir: str, server_url: str | 
     check_metrics(trainer, second.state.log_history)  # the checkpoint's history, then step 3
     if trainer == "scope":
         check_weights(combo, first._sweep_batches + second._sweep_batches)
-    return "passed"
+    return "passed" if first._sweep_signal else "passed without signal"
 
 
 def check_resumed(saved: dict, resumed: dict) -> None:
