@@ -156,7 +156,8 @@ def parse_args(argv=None):
         "--steps-per-generation",
         type=int,
         default=1,
-        help="1 (the paper's setting): on-policy, TRL computes no π_old and SCOPE makes its own forward; >1: TRL does",
+        help="1: one on-policy micro-batch per generation batch, TRL computes no π_old and SCOPE takes it from the loss "
+        "forward (no extra forward); >1: TRL computes π_old (gradient accumulation 1)",
     )
     parser.add_argument("--repeats", type=int, default=5, help="runs of every row (medians are reported)")
     parser.add_argument(

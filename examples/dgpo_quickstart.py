@@ -31,12 +31,11 @@ def main():
         hardware = {"use_cpu": True, "bf16": False, "per_device_train_batch_size": 8, "num_generations": 8,
                     "max_completion_length": 12, "learning_rate": 3e-2, "logging_steps": 1}  # fmt: skip
     else:
-        from datasets import load_dataset
-
+        from scope_trl.data import load_math_dataset
         from scope_trl.rewards import accuracy_reward
 
         model, reward_funcs = args.model, accuracy_reward
-        dataset = load_dataset("trl-lib/DeepMath-103K", split="train")
+        dataset = load_math_dataset("zwhe99/DeepMath-103K")  # question -> prompt, final answer -> solution
         hardware = {}
 
     config = DGPOConfig(

@@ -1,5 +1,5 @@
 """Construction-time checks of what a user hands a trainer: model references, weight formats, dataset columns, reward
-function arguments.
+function arguments, the trackers of `report_to`.
 
 TRL reports most of these mistakes late and obliquely: a dataset without a `prompt` column is a `KeyError: 'prompt'`
 at the first step, after the models have loaded; a mistyped local path is a Hub error about repo-id syntax; a reward
@@ -10,6 +10,7 @@ docs/reliability.md lists them with their tests).
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import os
@@ -21,6 +22,17 @@ from collections.abc import Callable, Iterable, Mapping
 TRL_REWARD_ARGUMENTS = frozenset(
     {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
 )
+# Trackers `report_to` may name, the package each needs and how to install it. transformers refuses a missing one only
+# when the Trainer builds its callbacks, after the student has loaded.
+TRACKER_PACKAGES = {
+    "trackio": (("trackio",), 'pip install -e ".[trackio]" (or pip install trackio)'),
+    "wandb": (("wandb",), "pip install wandb"),
+    "tensorboard": (("tensorboard", "tensorboardX"), "pip install tensorboard"),
+    "mlflow": (("mlflow",), "pip install mlflow"),
+    "comet_ml": (("comet_ml",), "pip install comet_ml"),
+    "clearml": (("clearml",), "pip install clearml"),
+    "swanlab": (("swanlab",), "pip install swanlab"),
+}
 # Dataset columns GRPOTrainer does not pass on under their own name (the prompt arrives as `prompts`).
 WITHHELD_COLUMNS = frozenset({"prompt", "completion", "completion_ids"})
 
@@ -31,6 +43,17 @@ def looks_like_local_path(name: str) -> bool:
     return (
         os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
     )
+
+
+def check_trackers(report_to) -> None:
+    """Refuse a tracker in `report_to` whose package is not installed, naming the install and the alternative."""
+    for tracker in report_to or ():
+        packages, install = TRACKER_PACKAGES.get(tracker, ((), None))
+        if packages and all(importlib.util.find_spec(package) is None for package in packages):
+            raise ValueError(
+                f"report_to includes {tracker!r}, but the {packages[0]} package is not installed: {install}, or log "
+                "elsewhere (report_to='tensorboard', 'wandb', ...) or nowhere (report_to='none')."
+            )
 
 
 def check_model_reference(name: str, role: str, field: str) -> None:

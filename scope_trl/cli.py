@@ -11,6 +11,10 @@ Sub-commands:
 - `scope-trl demo`: the embedded-default job: a tiny teacher and student trained offline on CPU on a built-in
   arithmetic task, then SCOPE (or OPD, GRPO, DGPO) on the student, with before/after Avg@k / Pass@k;
 - `scope-trl env`: the versions of the packages scope-trl depends on, for bug reports.
+
+An error ends the command with one line naming it (and, for our own checks, the fix); `scope-trl --debug COMMAND ...`
+(or `SCOPE_TRL_DEBUG=1`) shows the traceback instead. This module imports nothing heavy at the top, so that
+`scope-trl --help` answers at once; TRL, transformers and torch load only for the sub-command that needs them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import platform
 import subprocess
 import sys
@@ -26,6 +31,8 @@ from pathlib import Path
 
 
 TRAINING_SCRIPTS = {"scope": "scope_trl.scripts.scope", "dgpo": "scope_trl.scripts.dgpo"}
+DEBUG_FLAG = "--debug"
+DEBUG_VARIABLE = "SCOPE_TRL_DEBUG"  # also set for the processes `accelerate launch` starts
 ACCELERATE_CONFIG_DIR = Path(__file__).parent / "accelerate_configs"
 # Options of `scope-trl scope|dgpo` that belong to `accelerate launch`, not to the training script.
 LAUNCH_OPTIONS = (
@@ -70,7 +77,7 @@ def split_launch_options(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     return launch, rest
 
 
-def run_training(command: str, argv: list[str]) -> int:
+def run_training(command: str, argv: list[str], debug: bool = False) -> int:
     """`scope-trl scope|dgpo ARGS`: run the training script here, or through `accelerate launch`."""
     module_name = TRAINING_SCRIPTS[command]
     launch, script_argv = split_launch_options(argv)
@@ -89,23 +96,21 @@ def run_training(command: str, argv: list[str]) -> int:
         script_args, training_args, model_args = parse_script_arguments(parser, script_argv)
         module.main(script_args, training_args, model_args)
         return 0
-    if "--config" in script_argv[:-1]:  # once here rather than in every launched process
-        from .scripts.common import check_config_keys
+    # Checked once here rather than in every launched process: the config file's keys and the flags.
+    from .scripts.common import check_arguments
 
-        parser = importlib.import_module(module_name).make_parser(prog=f"scope-trl {command}")
-        check_config_keys(script_argv[script_argv.index("--config") + 1], parser)
+    check_arguments(importlib.import_module(module_name).make_parser(prog=f"scope-trl {command}"), script_argv)
     config = accelerate_config_path(launch["--accelerate_config"])
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
     for option in LAUNCH_OPTIONS[1:]:
         if option in launch:
             launcher += [option, launch[option]]
     script = importlib.util.find_spec(module_name).origin
-    return subprocess.call([*launcher, script, *script_argv])
+    environment = {**os.environ, DEBUG_VARIABLE: "1"} if debug else None  # the launched processes' tracebacks
+    return subprocess.call([*launcher, script, *script_argv], env=environment)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import os
-
     # The demo runs on CPU: tell DeepSpeed (imported by TRL when installed) so it does not probe for a GPU and warn.
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from .demo import DemoSettings, run_demo
@@ -209,6 +214,11 @@ def make_parser() -> argparse.ArgumentParser:
         epilog="Example: scope-trl scope --config examples/configs/scope_qwen3_1.7b_deepmath.yaml "
         "--accelerate_config zero3",
     )
+    parser.add_argument(
+        DEBUG_FLAG,
+        action="store_true",
+        help="show the full traceback of an error (before the sub-command; or set SCOPE_TRL_DEBUG=1)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command, method in (("scope", "SCOPE (needs a teacher)"), ("dgpo", "DGPO")):
         subparsers.add_parser(
@@ -292,16 +302,51 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def debugging() -> bool:
+    """Whether tracebacks are asked for: `SCOPE_TRL_DEBUG=1` (what `--debug` sets for launched processes)."""
+    return os.environ.get(DEBUG_VARIABLE, "").lower() not in ("", "0", "false", "no")
+
+
+def one_line_error(error: BaseException, prog: str) -> str:
+    """`prog: error: message`, on one line: our checks' messages name the problem and the fix, so they come alone;
+    another error keeps its type, which is half of what it says (`FileNotFoundError`, `RuntimeError`, ...)."""
+    message = " ".join(str(error).split()) or repr(error)
+    if not isinstance(error, ValueError):
+        message = f"{type(error).__name__}: {message}"
+    return f"{prog}: error: {message} (`scope-trl {DEBUG_FLAG} ...` shows the traceback)"
+
+
+def report_errors(run, prog: str, debug: bool = False) -> int:
+    """`run()`'s exit status; an exception becomes one line on stderr and status 1, unless debugging."""
+    if debug or debugging():
+        return run()
+    try:
+        return run()
+    except Exception as error:  # noqa: BLE001 - every error gets its one line; --debug shows the rest
+        print(one_line_error(error, prog), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = False
+    while argv and argv[0] == DEBUG_FLAG:  # before the sub-command: the training configs have a `--debug` of their own
+        debug = True
+        argv.pop(0)
     if argv and argv[0] in TRAINING_SCRIPTS:
-        return run_training(argv[0], argv[1:])
+        return report_errors(lambda: run_training(argv[0], argv[1:], debug), f"scope-trl {argv[0]}", debug)
+    if DEBUG_FLAG in argv:  # `scope-trl demo --debug`: no ambiguity outside the training commands
+        debug = True
+        argv.remove(DEBUG_FLAG)
     parser = make_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    return args.func(args)
+    return report_errors(lambda: args.func(args), f"scope-trl {args.command}", debug)
 
 
 if __name__ == "__main__":

@@ -28,15 +28,14 @@ class DGPOTrainer(SurrogateGRPOTrainer):
     Example:
 
     ```python
-    from datasets import load_dataset
-    from scope_trl import DGPOConfig, DGPOTrainer
+    from scope_trl import DGPOConfig, DGPOTrainer, load_math_dataset
     from scope_trl.rewards import accuracy_reward
 
     trainer = DGPOTrainer(
         model="Qwen/Qwen3-0.6B",
         reward_funcs=accuracy_reward,
         args=DGPOConfig(steps_per_generation=4),  # several optimizer steps per generation batch
-        train_dataset=load_dataset("trl-lib/DeepMath-103K", split="train"),
+        train_dataset=load_math_dataset("zwhe99/DeepMath-103K"),  # question -> prompt, final answer -> solution
     )
     trainer.train()
     ```
@@ -100,10 +99,8 @@ class DGPOTrainer(SurrogateGRPOTrainer):
         metrics = self._metrics[batch.mode]
         self._log_boundary_metrics(terms.low_region, terms.high_region, batch.mask, batch.mode)
         low, high = terms.low_region.float(), terms.high_region.float()
-        # NaN for an empty region: TRL's log() skips NaN values and logs None for a step without any, never a fake 0.
-        nan = float("nan")
         low_weight, high_weight = self._global_masked_means(
-            (terms.low_decay, batch.mask * low), (terms.high_decay, batch.mask * high), empty=nan
+            (terms.low_decay, batch.mask * low), (terms.high_decay, batch.mask * high)
         )
         metrics["dgpo/low_weight_mean"].append(low_weight)
         metrics["dgpo/high_weight_mean"].append(high_weight)

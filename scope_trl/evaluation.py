@@ -72,6 +72,7 @@ BENCHMARKS = {
     "olympiadbench": ("olympiadbench.jsonl", None, None, None),
     "gsm8k": ("gsm8k_test.jsonl", "openai/gsm8k", "test", "gsm8k"),
 }
+JSONL_FORMAT = 'one JSON object per line, {"problem": ..., "answer": ...}, "id" optional; gsm8k reads gsm8k_test.jsonl'
 DEFAULT_BENCHMARKS = ("aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench")
 BACKENDS = ("transformers", "vllm")
 
@@ -179,9 +180,10 @@ def load_benchmarks(
 ) -> dict:
     """The named benchmarks as `prompt` + `solution` datasets, keyed by name, in the given order.
 
-    With `data_dir`, `NAME` is read from `data_dir/NAME.jsonl` (`gsm8k` from `gsm8k_test.jsonl`), the layout of
-    `shared/data/math_eval`; without it, from the Hub sources in `BENCHMARKS`. `limit` keeps the first N problems of
-    each benchmark (for smoke tests). Prompts carry the default `\\boxed{}` instruction of `scope_trl.data`.
+    With `data_dir`, `NAME` is read from `data_dir/NAME.jsonl` (`gsm8k` from `gsm8k_test.jsonl`): one JSON object per
+    line with the fields `problem` and `answer` (and optionally `id`), the format docs/evaluation.md describes; without
+    it, from the Hub sources in `BENCHMARKS`. `limit` keeps the first N problems of each benchmark (for smoke tests).
+    Prompts carry the default `\\boxed{}` instruction of `scope_trl.data`.
     """
     from .data import load_math_dataset
 
@@ -190,19 +192,31 @@ def load_benchmarks(
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
         raise ValueError(f"Unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}.")
+    local = f"data_dir (`scope-trl eval --data-dir FOLDER`): a folder of NAME.jsonl files ({JSONL_FORMAT})"
+    if data_dir is None:
+        without_source = [name for name in names if BENCHMARKS[name][1] is None]
+        if without_source:  # before downloading the others
+            raise ValueError(
+                f"Benchmark(s) {', '.join(without_source)} have no Hub source: pass {local}, or leave them out of the "
+                "benchmarks."
+            )
     benchmarks = {}
     for name in names:
         file_name, hub_name, hub_split, hub_layout = BENCHMARKS[name]
         if data_dir is not None:
             path = Path(data_dir) / file_name
             if not path.is_file():
-                raise FileNotFoundError(f"Benchmark {name!r}: no file {path}.")
+                raise FileNotFoundError(f"Benchmark {name!r}: no file {path} ({JSONL_FORMAT}).")
             dataset = load_math_dataset(path, split="test", layout="math_eval")
         else:
-            if hub_name is None:
-                raise ValueError(f"Benchmark {name!r} has no Hub source; pass data_dir= with {file_name}.")
             load_kwargs = {"name": "main"} if name == "gsm8k" else {}
-            dataset = load_math_dataset(hub_name, split=hub_split, layout=hub_layout, **load_kwargs)
+            try:
+                dataset = load_math_dataset(hub_name, split=hub_split, layout=hub_layout, **load_kwargs)
+            except OSError as error:  # offline (ConnectionError), or the Hub unreachable or refusing
+                raise OSError(
+                    f"Could not load benchmark {name!r} from the Hub dataset {hub_name} ({type(error).__name__}: "
+                    f"{error}). Offline, pass {local}."
+                ) from error
         if limit is not None:
             dataset = dataset.select(range(min(limit, len(dataset))))
         benchmarks[name] = dataset

@@ -21,7 +21,13 @@ from .checks import check_model_reference
 from .losses import boundary_regions, dgpo_terms, ppo_clip_loss
 from .scope_config import SCOPEConfig
 from .surrogate_trainer import PolicyBatch, SurrogateGRPOTrainer
-from .teacher import VLLM_NEGATIVE_INFINITY, check_resumed_teacher, load_teacher, weights_fingerprint
+from .teacher import (
+    VLLM_NEGATIVE_INFINITY,
+    check_resumed_teacher,
+    check_tokenizers_before_loading,
+    load_teacher,
+    weights_fingerprint,
+)
 from .weights import dual_path_weights
 
 
@@ -147,6 +153,8 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         self._refuse_multimodal(kwargs.get("processing_class"))  # before loading anything, when it is given
         if isinstance(teacher, str) and server_url is None:
             check_model_reference(teacher, "teacher", "teacher_model / teacher_model_name_or_path")
+        if isinstance(teacher, str):
+            check_tokenizers_before_loading(model, teacher, kwargs.get("processing_class"), args)
         super().__init__(model, reward_funcs, args=args, **kwargs)
         self._refuse_multimodal(self.processing_class)
 
@@ -314,8 +322,14 @@ class SCOPETrainer(SurrogateGRPOTrainer):
         input_ids = torch.cat([out["prompt_ids"], completion_ids], dim=1)
         attention_mask = torch.cat([out["prompt_mask"], completion_mask], dim=1)
 
-        correct, valid = self._route(self._last_rewards_per_func, self.accelerator.gather(loss_token.any(1)))
+        has_tokens = self.accelerator.gather(loss_token.any(1))
+        correct, valid = self._route(self._last_rewards_per_func, has_tokens)
         incorrect = valid & ~correct
+        if training and has_tokens.any() and not valid.any():
+            verifier = self.reward_func_names[self._verifier_index]
+            self._warn_untrainable(
+                f"the verifier {verifier!r} returned None for every rollout, which excludes them all"
+            )
 
         start = time.perf_counter()
         teacher_logps = self._score_with_teacher(

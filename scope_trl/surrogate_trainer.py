@@ -22,19 +22,22 @@ same order, whatever the data (ZeRO-3 and DDP deadlock otherwise).
 from __future__ import annotations
 
 import functools
+import math
+import os
 import warnings
 from dataclasses import dataclass
 from unittest import mock
 
 import torch
 from trl import GRPOTrainer
-from trl.trainer.utils import is_async_callable, nanmax, nanmin
+from trl.trainer.utils import get_config_model_id, is_async_callable, nanmax, nanmin
 
 from .aggregation import aggregate_token_loss
 from .checks import (
     check_model_reference,
     check_prompt_column,
     check_reward_columns,
+    check_trackers,
     explain_load_failure,
     prefer_safetensors,
     raised_while_loading,
@@ -97,6 +100,7 @@ class SurrogateGRPOTrainer(GRPOTrainer):
 
     def __init__(self, model, reward_funcs=None, args=None, **kwargs):
         # Mistakes TRL would report late or obliquely are refused here, before any model loads (scope_trl.checks).
+        check_trackers(None if args is None else args.report_to)
         check_prompt_column(kwargs.get("train_dataset"), "training")
         if kwargs.get("eval_dataset") is not None:
             check_prompt_column(kwargs["eval_dataset"], "evaluation")
@@ -127,6 +131,7 @@ class SurrogateGRPOTrainer(GRPOTrainer):
         self._skip_optimizer_step = False
         self._skipped_steps = 0
         self._scaler_skipped_steps = 0
+        self._warned_untrainable = False
         # Failing user reward functions name themselves and a completion (model rewards and async ones are TRL's).
         self.reward_funcs = [
             func
@@ -143,6 +148,28 @@ class SurrogateGRPOTrainer(GRPOTrainer):
             return super()._load_optimizer_and_scheduler(checkpoint)
         with mock.patch.object(type(self.args), "device", new_callable=mock.PropertyMock, return_value=CPU):
             return super()._load_optimizer_and_scheduler(checkpoint)
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        card = os.path.join(self.args.output_dir, "README.md")
+        if not self.is_world_process_zero() or not os.path.isfile(card):
+            return
+        # TRL names the base model by its Hub id only: for a local directory, or no path at all, its template writes
+        # "a fine-tuned version of [None](https://huggingface.co/None)". Name the directory instead (not its full
+        # path, which would publish the trainer's file system), and link nowhere.
+        source = get_config_model_id(self.model.config)
+        if source and not os.path.isdir(source):
+            return  # a Hub id: TRL's link is right
+        if source:
+            base = f"`{os.path.basename(os.path.normpath(source))}` (loaded from a local directory)"
+        else:
+            base = "a model without a Hub id"
+        with open(card) as f:
+            text = f.read()
+        fixed = text.replace("[None](https://huggingface.co/None)", base)
+        if fixed != text:
+            with open(card, "w") as f:
+                f.write(fixed)
 
     # ---------------------------------------------------------------------------------------------------------------
     # The loss
@@ -418,6 +445,47 @@ class SurrogateGRPOTrainer(GRPOTrainer):
     # Metrics
     # ---------------------------------------------------------------------------------------------------------------
 
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        if self.model.training:
+            self._check_trainable(out)
+        return out
+
+    def _check_trainable(self, out: dict) -> None:
+        """Warn (once per run) when a training generation batch has no loss token on any process: its steps then
+        train nothing, with loss and gradient norm 0, which would otherwise pass unnoticed."""
+        mask = out["completion_mask"] if "tool_mask" not in out else out["completion_mask"] * out["tool_mask"]
+        if self.accelerator.reduce(mask.sum().float(), reduction="sum").item() > 0:
+            return
+        clipped = self._metrics["train"]["completions/clipped_ratio"]  # TRL's, over every process
+        if self.args.mask_truncated_completions and clipped and clipped[-1] == 1.0:
+            reason = (
+                f"every completion reached max_completion_length={self.args.max_completion_length} without an "
+                "end-of-sequence token, and mask_truncated_completions=True leaves truncated completions out of the "
+                "loss. Raise max_completion_length, or set mask_truncated_completions=False"
+            )
+        else:
+            reason = "no completion has a token left to train on (empty, truncated or tool-masked)"
+        self._warn_untrainable(reason)
+
+    def _warn_untrainable(self, reason: str) -> None:
+        if not self._warned_untrainable and self.accelerator.is_main_process:
+            warnings.warn(
+                f"The generation batch of step {self.state.global_step + 1} trains nothing: {reason}. Its loss and "
+                "gradient norm are 0. This warning is shown once per run.",
+                UserWarning,
+                stacklevel=2,
+            )
+        self._warned_untrainable = True
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # A metric undefined in every batch since the last log (an empty set: NaN each time) is left out of this
+        # entry: TRL would log it as None, which trackers such as TensorBoard warn about at every step.
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        for key in [key for key, values in metrics.items() if all(math.isnan(value) for value in values)]:
+            del metrics[key]
+        super().log(logs, start_time)
+
     def _log_policy_metrics(self, batch: PolicyBatch, policy_loss: torch.Tensor) -> None:
         metrics = self._metrics[batch.mode]
         pairs = [(batch.entropies, batch.mask)]
@@ -446,9 +514,10 @@ class SurrogateGRPOTrainer(GRPOTrainer):
         metrics["clip_ratio/low_min"].append(low_min)
         metrics["clip_ratio/high_max"].append(high_max)
 
-    def _global_masked_means(self, *pairs: tuple[torch.Tensor, torch.Tensor], empty: float = 0.0) -> list[float]:
-        """For each `(values, mask)` pair, the mean of `values` over the masked entries of every process (`empty` when
-        no process has any), all in one reduction.
+    def _global_masked_means(self, *pairs: tuple[torch.Tensor, torch.Tensor]) -> list[float]:
+        """For each `(values, mask)` pair, the mean of `values` over the masked entries of every process, all in one
+        reduction; NaN when no process has any: the mean of an empty set is undefined (never a fake 0), and `log`
+        leaves a metric that stayed undefined out of the logs.
 
         `values` of shape (B, 1) are per-sequence quantities (sequence-level importance sampling): they are averaged
         over the sequences that have at least one masked token.
@@ -460,7 +529,7 @@ class SurrogateGRPOTrainer(GRPOTrainer):
             values, mask = torch.broadcast_tensors(values.detach().float(), mask.float())
             sums += [(values * mask).sum(), mask.sum()]
         totals = self.accelerator.reduce(torch.stack(sums), reduction="sum").tolist()
-        return [total / count if count > 0 else empty for total, count in zip(totals[::2], totals[1::2])]
+        return [total / count if count > 0 else float("nan") for total, count in zip(totals[::2], totals[1::2])]
 
     def _gathered_sequence_means(self, values: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
         """(N_global, len(values)): each sequence's masked mean of each tensor, gathered over processes in one

@@ -632,14 +632,44 @@ class TokenizerCheck:
                 UserWarning,
                 stacklevel=4,
             )
-        student_vocab, teacher_vocab = self.tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
-        mismatched = [token for token, index in student_vocab.items() if teacher_vocab.get(token) != index]
-        if mismatched:
-            examples = ", ".join(
-                f"{token!r}: {student_vocab[token]} vs {teacher_vocab.get(token)}" for token in sorted(mismatched)[:3]
-            )
-            raise ValueError(
-                f"The teacher {teacher_name} does not share the tokenizer of the student {self.student_name}: "
-                f"{len(mismatched)} of the student's {len(student_vocab)} tokens map to other ids for the teacher "
-                f"(student id vs teacher id, e.g. {examples}). {TOKENIZER_WHY}"
-            )
+        check_same_tokens(self.tokenizer, teacher_tokenizer, self.student_name, teacher_name)
+
+
+def check_same_tokens(student_tokenizer, teacher_tokenizer, student_name: str, teacher_name: str) -> None:
+    """Raise a `ValueError` unless every token of the student's vocabulary has the same id for the teacher."""
+    student_vocab, teacher_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
+    mismatched = [token for token, index in student_vocab.items() if teacher_vocab.get(token) != index]
+    if mismatched:
+        examples = ", ".join(
+            f"{token!r}: {student_vocab[token]} vs {teacher_vocab.get(token)}" for token in sorted(mismatched)[:3]
+        )
+        raise ValueError(
+            f"The teacher {teacher_name} does not share the tokenizer of the student {student_name}: "
+            f"{len(mismatched)} of the student's {len(student_vocab)} tokens map to other ids for the teacher "
+            f"(student id vs teacher id, e.g. {examples}). {TOKENIZER_WHY}"
+        )
+
+
+def check_tokenizers_before_loading(student, teacher: str, processing_class, args) -> None:
+    """Compare the teacher's tokenizer with the student's before either model loads (minutes and tens of GB for an
+    8B teacher), when both can be read by name; the full check (`TokenizerCheck`) runs again once they are loaded.
+
+    Args:
+        student: the student's name or path, or its model instance.
+        teacher: the teacher's name or path.
+        processing_class: the student's tokenizer or processor when the user passed one, else None.
+        args: the `SCOPEConfig`.
+    """
+    try:
+        teacher_tokenizer = AutoTokenizer.from_pretrained(
+            teacher, revision=args.teacher_model_revision, trust_remote_code=args.trust_remote_code
+        )
+        if processing_class is not None:
+            student_tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        else:
+            name = student if isinstance(student, str) else get_config_model_id(student.config)
+            student_tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=args.trust_remote_code)
+    except (OSError, ValueError, TypeError):
+        return  # reported, with what could be checked, once the models are loaded
+    student_name = student if isinstance(student, str) else get_config_model_id(student.config)
+    check_same_tokens(student_tokenizer, teacher_tokenizer, student_name or "the student", teacher)

@@ -17,6 +17,7 @@ score). Its run, in-process on the tiny test bed:
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import os
@@ -260,6 +261,8 @@ REQUIRED_STEP_METRICS = {
         "nonfinite/scaler_skipped_steps",
     },  # fmt: skip
 }
+# Token means, undefined at a step without any loss token (every rollout truncated under `mask_truncated_completions`).
+UNDEFINED_WITHOUT_TOKENS = {"entropy", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean"}
 REQUIRED_GENERATION_METRICS = {
     "grpo": {"reward", "completions/mean_length"},
     "dgpo": {"reward", "completions/mean_length"},
@@ -386,16 +389,20 @@ def build(trainer: str, combo: dict, paths: dict, output_dir: str, server_url: s
 def _record_signal(trainer) -> None:
     """`trainer._sweep_signal`: whether a training micro-batch had a loss token with a non-zero advantage (else the
     surrogate's gradient is zero, and so may the update be: all rewards of every group equal, every rollout
-    truncated under `mask_truncated_completions`)."""
+    truncated under `mask_truncated_completions`); `trainer._sweep_tokens`: the loss tokens of each step."""
     trainer._sweep_signal = False
+    trainer._sweep_tokens = collections.Counter()  # loss tokens per optimizer step
     original = trainer._compute_loss
 
     def recording(model, inputs):
         loss = original(model, inputs)
         if model.training:  # read after the loss: SCOPE may fill the advantages in its loss forward
             advantages, mask = inputs["advantages"], inputs["completion_mask"].bool()
+            if "tool_mask" in inputs:
+                mask = mask & inputs["tool_mask"].bool()
             advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
             trainer._sweep_signal |= bool(((advantages != 0) & mask).any())
+            trainer._sweep_tokens[trainer.state.global_step + 1] += int(mask.sum())
         return loss
 
     trainer._compute_loss = recording
@@ -476,7 +483,8 @@ def run(trainer: str, combo: dict, paths: dict, workdir: str, server_url: str | 
     assert second.state.global_step == 3
     check_resumed(saved, begin.state)
 
-    check_metrics(trainer, second.state.log_history)  # the checkpoint's history, then step 3
+    tokenless = {step for step in (1, 2, 3) if not (first._sweep_tokens + second._sweep_tokens)[step]}
+    check_metrics(trainer, second.state.log_history, tokenless)  # the checkpoint's history, then step 3
     if trainer == "scope":
         check_weights(combo, first._sweep_batches + second._sweep_batches)
     return "passed" if first._sweep_signal else "passed without signal"
@@ -495,7 +503,9 @@ def check_resumed(saved: dict, resumed: dict) -> None:
     assert resumed["scheduler"] == saved["scheduler"], (resumed["scheduler"], saved["scheduler"])
 
 
-def check_metrics(trainer: str, history: list[dict]) -> None:
+def check_metrics(trainer: str, history: list[dict], tokenless: set[int]) -> None:
+    """Required metrics present and every defined one finite; at a step without loss tokens (`tokenless`) our
+    trainers leave the token means out (undefined) rather than log 0 or None."""
     steps = [
         entry for entry in history if "loss" in entry and "eval_loss" not in entry and "train_runtime" not in entry
     ]
@@ -506,6 +516,10 @@ def check_metrics(trainer: str, history: list[dict]) -> None:
         required = REQUIRED_STEP_METRICS[trainer] | (
             REQUIRED_GENERATION_METRICS[trainer] if entry["step"] == 1 else set()
         )
+        if entry["step"] in tokenless and trainer != "grpo":  # TRL logs 0 over an empty set
+            undefined = UNDEFINED_WITHOUT_TOKENS & entry.keys()
+            assert not undefined, f"{sorted(undefined)} logged at step {entry['step']}, which had no loss token"
+            required = required - UNDEFINED_WITHOUT_TOKENS
         missing = required - entry.keys()
         assert not missing, f"training metrics missing at step {entry['step']}: {sorted(missing)}"
         assert math.isfinite(entry["loss"]), f"training loss {entry['loss']} at step {entry.get('step')}"

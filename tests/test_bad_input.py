@@ -2,6 +2,7 @@
 of docs/reliability.md names each case and its test, here or in the test files it points to)."""
 
 import dataclasses
+import re
 import warnings
 
 import pytest
@@ -156,16 +157,23 @@ def no_verdict_reward(completions, **kwargs):
 def test_every_verifier_call_returning_none_trains_nothing(trainer_class, student_path, teacher_path, toy_dataset,
                                                            tmp_path):  # fmt: skip
     """No verdict anywhere: TRL warns; DGPO's advantages are 0 (TRL's nansum gives reward 0 to every rollout of the
-    group), SCOPE excludes every rollout. Either way the step is finite and moves no weight."""
+    group), SCOPE excludes every rollout and says once that the run trains nothing, naming the verifier. Either way
+    the step is finite and moves no weight."""
     trainer = build(trainer_class, student_path, toy_dataset, tmp_path, reward_funcs=no_verdict_reward,
                     teacher=teacher_path, max_steps=2, steps_per_generation=1)  # fmt: skip
     before = snapshot(trainer.model)
-    trainer.train()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
     after = snapshot(trainer.model)
     assert all((before[name] == after[name]).all() for name in before)
     assert logged(trainer, "loss") == [0.0, 0.0]
+    untrainable = [str(w.message) for w in caught if "trains nothing" in str(w.message)]
     if trainer_class is SCOPETrainer:
         assert logged(trainer, "scope/frac_excluded") == [1.0, 1.0]
+        assert len(untrainable) == 1 and "verifier 'no_verdict_reward' returned None" in untrainable[0], untrainable
+    else:  # TRL warns about the missing rewards; the batch has loss tokens, with zero advantages
+        assert not untrainable
 
 
 def test_every_completion_truncated_trains_nothing_in_dgpo(student_path, toy_dataset, tmp_path):
@@ -174,7 +182,8 @@ def test_every_completion_truncated_trains_nothing_in_dgpo(student_path, toy_dat
     trainer = build(DGPOTrainer, student_path, toy_dataset, tmp_path, reward_funcs=contains_digit_reward,
                     max_completion_length=2, mask_truncated_completions=True, max_steps=2)  # fmt: skip
     before = snapshot(trainer.model)
-    trainer.train()
+    with pytest.warns(UserWarning, match="every completion reached max_completion_length=2"):
+        trainer.train()
     assert logged(trainer, "completions/clipped_ratio") == [1.0]  # one generation batch; no stop within 2 tokens
     assert all((before[name] == param).all() for name, param in trainer.model.named_parameters())
     assert logged(trainer, "loss") == [0.0, 0.0]
@@ -185,7 +194,7 @@ def test_every_completion_truncated_trains_nothing_in_dgpo(student_path, toy_dat
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def test_an_unknown_recipe_key_is_named_with_the_nearest_field(tmp_path):
+def test_an_unknown_recipe_key_is_named_with_the_nearest_field(tmp_path, capsys):
     from scope_trl.cli import main
     from scope_trl.scripts.common import parse_script_arguments
     from scope_trl.scripts.scope import make_parser
@@ -196,7 +205,31 @@ def test_an_unknown_recipe_key_is_named_with_the_nearest_field(tmp_path):
                r"'teacher_model_name_or_path'\?\), 'no_such_option_at_all'\. .*--help` lists them")  # fmt: skip
     with pytest.raises(ValueError, match=message):
         parse_script_arguments(make_parser(prog="scope-trl scope"), ["--config", str(recipe)])
-    with pytest.raises(ValueError, match=message):  # in process
-        main(["scope", "--config", str(recipe)])
-    with pytest.raises(ValueError, match=message):  # before `accelerate launch` starts any process
-        main(["scope", "--accelerate_config", "cpu", "--config", str(recipe)])
+    for launch in ([], ["--accelerate_config", "cpu"]):  # in process; before `accelerate launch` starts any process
+        assert main(["scope", *launch, f"--config={recipe}"]) == 1
+        error = capsys.readouterr().err
+        assert re.match(f"scope-trl scope: error: {message}", error) and error.count("\n") == 1, error
+        with pytest.raises(ValueError, match=message):
+            main(["--debug", "scope", *launch, "--config", str(recipe)])
+
+
+@pytest.mark.parametrize("trainer_class", [DGPOTrainer, SCOPETrainer])
+def test_a_tracker_that_is_not_installed_is_refused_before_any_model_loads(
+    trainer_class, student_path, teacher_path, toy_dataset, tmp_path, monkeypatch
+):
+    """transformers would refuse it when building callbacks, after the student loaded ("TrackioCallback requires
+    trackio to be installed"); the recipes log to trackio, which no default dependency installs."""
+    import sys
+    from unittest import mock
+
+    from transformers import PreTrainedModel
+
+    monkeypatch.setitem(sys.modules, "trackio", None)  # not importable, whether installed here or not
+    refuse_loading = mock.patch.object(
+        PreTrainedModel, "from_pretrained", side_effect=AssertionError("a model loaded")
+    )
+    message = (
+        r"report_to includes 'trackio', but the trackio package is not installed: pip install -e \"\.\[trackio\]\""
+    )
+    with refuse_loading, pytest.raises(ValueError, match=message):
+        build(trainer_class, student_path, toy_dataset, tmp_path, teacher=teacher_path, report_to="trackio")

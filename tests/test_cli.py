@@ -2,8 +2,11 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
+
+import pytest
 
 from scope_trl.cli import main
 
@@ -130,3 +133,56 @@ def test_quickstart_example_runs_offline(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "model.safetensors").exists()
+
+
+HEAVY = ("torch", "transformers", "trl", "accelerate", "datasets")
+
+
+def test_help_imports_nothing_heavy():
+    """`scope-trl --help` (and `import scope_trl`) import neither torch nor transformers nor TRL: the trainers load on
+    first use, so the help answers at once instead of after seconds of imports."""
+    probe = (
+        "import sys, scope_trl\n"
+        "from scope_trl.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"print('LOADED', [name for name in {HEAVY!r} if name in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "usage: scope-trl" in result.stdout and "LOADED []" in result.stdout, result.stdout
+
+
+def test_the_package_exports_load_on_first_use():
+    import scope_trl
+
+    assert {"SCOPETrainer", "DGPOConfig", "dual_path_weights"} <= set(dir(scope_trl))
+    assert all(getattr(scope_trl, name) is not None for name in scope_trl.__all__)
+    with pytest.raises(AttributeError, match="has no attribute 'SCOPETrainr'"):
+        scope_trl.SCOPETrainr  # noqa: B018
+
+
+def test_an_error_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    missing = ["eval", "--model", str(tmp_path / "nowhere"), "--benchmarks", "amc23", "--data-dir", str(tmp_path)]
+    assert main(missing) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    assert error.startswith("scope-trl eval: error: FileNotFoundError: The model ") and "--debug" in error, error
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        main(["--debug", *missing])
+
+
+def test_training_command_errors_are_one_line(capsys, monkeypatch, tmp_path):
+    """Unknown and ambiguous flags and bad values name themselves (with the nearest flag) in one line, instead of
+    TRL's generic "arguments are not used" or argparse's full usage; `--debug` before the sub-command raises."""
+    cases = {
+        ("--lerning_rate", "0.1"): r"Unknown argument\(s\): --lerning_rate \(did you mean --learning_rate\?\)\.",
+        ("--learning_rate", "fast"): r"Argument --learning_rate.*: invalid float value: 'fast'\.",
+        ("--teacher_model", "x"): r"Ambiguous option: --teacher_model could match --teacher_model_name_or_path",
+    }
+    for flags, message in cases.items():
+        assert main(["scope", *flags, "--output_dir", str(tmp_path)]) == 1
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "usage:" not in error, error
+        assert re.match(f"scope-trl scope: error: {message}.*`scope-trl scope --help` lists them", error), error
+    with pytest.raises(ValueError, match="did you mean --learning_rate"):
+        main(["--debug", "scope", "--lerning_rate", "0.1"])

@@ -1,12 +1,18 @@
 """The documentation holds: every relative link and every repository path it names exists, and its Python snippets
-run (imports, configs and trainers constructed; with the tiny offline models in place of Hub models and datasets)."""
+run (imports, configs and trainers constructed; with the tiny offline models in place of Hub models and datasets).
+Its numbers and claims agree with their sources: step-time tables and teacher times with the results JSON they cite,
+the paper's recipe with its YAML, the DeepMath dataset id with the recipes'; and no page states a test count."""
 
+import json
 import re
+import statistics
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,3 +122,265 @@ def test_python_snippets_run(page, toy_paths, toy_dataset, monkeypatch, tmp_path
             exec(compile(code, f"{page_id(page)} snippet", "exec"), namespace)
     if "trainer" in namespace:
         assert hasattr(namespace["trainer"], "train")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Numbers and words that must agree with their source
+# ------------------------------------------------------------------------------------------------------------------
+
+RESULTS = REPO / "benchmarks" / "results"
+RECIPE_DIR = REPO / "examples" / "configs"
+STEP_TIME_LINK = re.compile(r"\((?:\.\./)?benchmarks/results/(step_time\w*)\.md\)|\((step_time\w*)\.md\)")
+
+# Row labels of the docs' step-time tables -> the rows of the results JSON they quote (one per `/`-separated value).
+STEP_TIME_ROWS = {
+    "grpo": ("grpo",),
+    "dgpo": ("dgpo",),
+    "scope": ("scope",),
+    "scope (verifier 50% correct)": ("scope",),
+    "scope (50% correct)": ("scope",),
+    "scope, teacher in process": ("scope",),
+    "scope, routing=false": ("scope_no_routing",),
+    "scope routing=false (plain opd)": ("scope_no_routing",),
+    "trl distillationtrainer": ("distillation",),
+    "scope, verifier 0% correct": ("scope_acc0",),
+    "scope, 0% correct": ("scope_acc0",),
+    "scope, verifier 100% correct": ("scope_acc100",),
+    "scope, 100% correct": ("scope_acc100",),
+    "scope, verifier 0% / 100% correct": ("scope_acc0", "scope_acc100"),
+    "scope, teacher on the vllm server": ("scope_vllm_teacher",),
+}
+
+
+def _printed(value: float, decimals: int) -> float:
+    """A value as the results' Markdown prints it (`benchmarks/step_time.py` formats with f-strings)."""
+    return float(f"{value:.{decimals}f}")
+
+
+def _ms(seconds: float) -> float:
+    return _printed(seconds * 1000, 1)
+
+
+def _own(run: dict) -> float:
+    phases = run["phases"]
+    return run.get("own", phases["total"] - phases["generation"] - phases["teacher"] - phases["extra_forward"])
+
+
+def _step_time_columns(record: dict) -> dict:
+    """Each column header the docs use -> (value of a row of the record, decimals printed)."""
+    rows = record["rows"]
+    grpo = rows["grpo"]["median"]
+
+    def ratio_to_grpo(name):
+        return lambda key: rows[key]["median"][name] / grpo[name]
+
+    def phase(*names):  # a sum of phases is the sum of the values the results table prints
+        return lambda key: sum(_ms(rows[key]["median"][name]) for name in names) / 1000
+
+    def non_generation(key):
+        median = rows[key]["median"]
+        return (median["total"] - median["generation"]) / (grpo["total"] - grpo["generation"])
+
+    def peak(key):
+        return statistics.median(run["peak_mib"] for run in rows[key]["repeats"])
+
+    def own(key):  # the results' "own (ms)": step less generation, teacher and extra forward, per generation cycle
+        return statistics.median(_own(run) for run in rows[key]["repeats"])
+
+    def own_share(key):
+        return 100 * (own(key) - own("grpo")) / grpo["total"]
+
+    milliseconds = {
+        "generation": phase("generation"),
+        "π_old fwd (extra)": phase("extra_forward"),
+        "extra π_old forward (ms)": phase("extra_forward"),
+        "teacher": phase("teacher"),
+        "teacher (ms)": phase("teacher"),
+        "teacher ms / step": phase("teacher"),
+        "loss fwd + bwd": phase("loss_forward", "loss_backward"),
+        "rest": phase("reward", "scoring_rest", "grad_norm", "optimizer", "other"),
+        "step": phase("total"),
+        "step (ms)": phase("total"),
+        "step less generation and teacher (ms)": own,
+    }
+    ratios = {
+        "vs grpo": ratio_to_grpo("total"),
+        "step vs grpo": ratio_to_grpo("total"),
+        "non-generation vs grpo": non_generation,
+        "non-generation part vs grpo": non_generation,
+        "peak memory vs grpo": lambda key: peak(key) / peak("grpo"),
+    }
+    columns = {name: (lambda key, f=f: f(key) * 1000, 1) for name, f in milliseconds.items()}
+    columns.update({name: (f, 2) for name, f in ratios.items()})
+    columns["own − grpo's (% of grpo step)"] = (own_share, 1)
+    return columns
+
+
+def _number(text: str) -> float:
+    match = re.match(r"[+\-−]?\d+(?:\.\d+)?", text.strip())
+    assert match, f"no number in {text!r}"
+    return float(match.group().replace("−", "-"))
+
+
+def _tables(text: str):
+    """(offset, header cells, body rows) of every Markdown table of a page, cells stripped of backticks."""
+    for match in re.finditer(r"(?m)(?:^\|.*\|\n)+", text):
+        lines = match.group().splitlines()
+        cells = [[cell.strip().replace("`", "") for cell in line.strip("|").split("|")] for line in lines]
+        yield match.start(), cells[0], cells[2:]
+
+
+def _cited_step_time(text: str, offset: int) -> str | None:
+    """The step-time results file last linked before `offset` (its stem)."""
+    links = [m.group(1) or m.group(2) for m in STEP_TIME_LINK.finditer(text, 0, offset)]
+    return links[-1] if links else None
+
+
+def step_time_tables():
+    for page in PAGES:
+        text = page.read_text()
+        for offset, header, body in _tables(strip_code_blocks(text)):
+            stem = _cited_step_time(strip_code_blocks(text), offset)
+            if header[0] == "row" and stem and (RESULTS / f"{stem}.json").exists():
+                yield pytest.param(page, stem, header, body, id=f"{page_id(page)}-{stem}-{offset}")
+
+
+@pytest.mark.parametrize(("page", "stem", "header", "body"), list(step_time_tables()))
+def test_step_time_tables_quote_their_results_file(page, stem, header, body):
+    """Every number of a docs table of step times is the one its cited results JSON gives, as the results' Markdown
+    prints it; a cell "a / b" quotes two rows, and a remark in brackets after the number is not checked."""
+    record = json.loads((RESULTS / f"{stem}.json").read_text())
+    columns = _step_time_columns(record)
+    unknown = [name for name in header[1:] if name.lower() not in columns]
+    assert not unknown, f"teach this test the column(s) {unknown} of {page_id(page)}"
+    wrong = []
+    for cells in body:
+        label = cells[0].lower()
+        assert label in STEP_TIME_ROWS, f"teach this test the row {cells[0]!r} of {page_id(page)}"
+        keys = STEP_TIME_ROWS[label]
+        for name, cell in zip(header[1:], cells[1:]):
+            value, decimals = columns[name.lower()]
+            quoted = cell.split(" / ")
+            assert len(quoted) == len(keys), (cells[0], name, cell)
+            for key, text in zip(keys, quoted):
+                expected = _printed(value(key), decimals)
+                if abs(_number(text) - expected) > 1e-9:
+                    wrong.append(f"{cells[0]} / {name}: {text!r}, results {expected}")
+            request = re.search(r"request alone (\d+\.\d)", cell)
+            if request:
+                expected = _ms(statistics.median(run["teacher_request"] for run in record["rows"][keys[0]]["repeats"]))
+                if float(request.group(1)) != expected:
+                    wrong.append(f"{cells[0]} / the request alone: {request.group(1)}, results {expected}")
+    assert not wrong, wrong
+
+
+TEACHER_SWEEP = re.compile(
+    r"(\d+\.\d)(?:, | / )(\d+\.\d)(?:,? and | / )(\d+\.\d) ms (?:per step )?at 100%?(?:, | / )50%?(?:,? and | / )0% "
+    r"incorrect"
+)
+
+
+def test_the_teacher_times_quoted_are_the_results_files():
+    """The teacher's time at 100 / 50 / 0% incorrect, wherever the docs quote it, is the sweep of the step-time results
+    file last cited before it (`checks.proportional.points` of its JSON)."""
+    quoted, wrong = 0, []
+    for page in PAGES:
+        text = re.sub(r"\s+", " ", strip_code_blocks(page.read_text()))
+        for match in TEACHER_SWEEP.finditer(text):
+            quoted += 1
+            stem = _cited_step_time(text, match.start())
+            results = RESULTS / f"{stem}.json"
+            assert stem and results.exists(), f"{page_id(page)}: {match.group()!r} cites no step-time results JSON"
+            points = json.loads(results.read_text())["checks"]["proportional"]["points"]
+            expected = [_ms(seconds) for share, seconds in sorted(points, reverse=True)]
+            if [float(value) for value in match.groups()] != expected:
+                wrong.append(f"{page_id(page)}: {match.group()!r}, {stem}.json gives {expected}")
+    assert quoted >= 3  # README's table aside: cost.md twice and benchmarks.md once
+    assert not wrong, wrong
+
+
+def test_no_page_states_how_many_tests_there_are():
+    """A count of the suite's tests goes stale with the next test. A page may quote a run's result in pytest's own
+    words ("779 passed in 28 min 2 s"), a measurement of that run, but not "N tests" in the present tense."""
+    stated = []
+    for page in PAGES:
+        text = re.sub(r"\s+", " ", page.read_text())
+        stated += [f"{page_id(page)}: {m.group()!r}" for m in re.finditer(r"\b\d[\d,]* (?:tests|test cases)\b", text)]
+        stated += [f"{page_id(page)}: {m.group()!r}" for m in re.finditer(r"\b\d[\d,]* passed\b(?! in \d)", text)]
+    assert not stated, stated
+
+
+def _recipe(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _pi_old_case(config: dict) -> str:
+    """Which of cost.md's three cases a config falls in: TRL's rule for computing old log-probs
+    (`GRPOTrainer._generate_and_score_completions`), then SCOPE's for taking them from the loss forward."""
+    from scope_trl import SCOPETrainer
+
+    spg, iterations = config["steps_per_generation"], config.get("num_iterations", 1)
+    trl_computes = config["gradient_accumulation_steps"] % (spg * iterations) != 0 or (
+        config.get("use_vllm", False) and config.get("vllm_importance_sampling_correction", True)
+    )
+    if trl_computes:
+        return "TRL computed it"
+    trainer = SimpleNamespace(
+        model=SimpleNamespace(training=True),
+        args=SimpleNamespace(steps_per_generation=spg),
+        num_iterations=iterations,
+        off_policy_mask_threshold=config.get("off_policy_mask_threshold"),
+    )
+    if SCOPETrainer._behaviour_from_loss_forward(trainer):
+        return "One on-policy micro-batch per generation batch"
+    return "Several on-policy micro-batches per generation batch"
+
+
+def test_cost_md_puts_the_papers_recipe_in_the_pi_old_case_it_falls_in():
+    """cost.md names the paper's recipe (both settings: `examples/configs/scope_*.yaml`) in the π_old case that the
+    recipes' own batch layout selects, and quotes their values of `steps_per_generation` and the like."""
+    recipes = [_recipe(path) for path in sorted(RECIPE_DIR.glob("scope_*.yaml"))]
+    assert len(recipes) == 2
+    assert all(r["steps_per_generation"] == r["gradient_accumulation_steps"] == 128 for r in recipes)  # 1 step/batch
+    (case,) = {_pi_old_case(recipe) for recipe in recipes}
+    assert case == "Several on-policy micro-batches per generation batch"  # SCOPE pays one no-grad forward
+    text = (REPO / "docs" / "cost.md").read_text()
+    section = text.split("**Where π_old comes from", 1)[1].split("\n## ", 1)[0]
+    bullets = {m.group(1): m.group(2) for m in re.finditer(r"(?ms)^- \*\*(.+?)\*\*(.*?)(?=^- \*\*|\Z)", section)}
+    assert case in bullets, sorted(bullets)
+    naming = [title for title, body in bullets.items() if "paper" in body]
+    assert naming == [case], f"cost.md names the paper's recipe under {naming}, the recipe falls under {case!r}"
+    # Every `name=...=value` chain after the mention of the paper quotes the recipe's value of each name.
+    quoted = {}
+    for chain in re.findall(r"`([\w=]+=\d+)`", bullets[case].split("paper", 1)[1]):
+        *names, value = chain.split("=")
+        quoted.update(dict.fromkeys(names, int(value)))
+    assert "steps_per_generation" in quoted, bullets[case]
+    for recipe in recipes:
+        assert quoted == {name: recipe[name] for name in quoted}, quoted
+
+
+def test_every_deepmath_dataset_id_is_the_recipes():
+    """The docs, the README, the examples, the package's docstrings and the recipes load DeepMath-103K from the Hub
+    under one id, the recipes'."""
+    recipes = {_recipe(path).get("dataset_name") for path in RECIPE_DIR.glob("*.yaml")}
+    deepmath = {name for name in recipes if name and name.endswith("/DeepMath-103K")}
+    assert deepmath == {"zwhe99/DeepMath-103K"}
+    files = [*PAGES, *sorted(RECIPE_DIR.glob("*.yaml")), *sorted((REPO / "examples").glob("*.py"))]
+    files += sorted((REPO / "scope_trl").rglob("*.py"))
+    other = []
+    for path in files:
+        other += [f"{page_id(path)}: {m}" for m in re.findall(r"[\w.-]+/DeepMath-103K", path.read_text())
+                  if m not in deepmath]  # fmt: skip
+    assert not other, other
+
+
+def test_metrics_md_says_why_teacher_kl_can_be_negative():
+    """A sampled-token KL estimate below 0 looks like a bug: its entry says it is not, and why (the computation on a
+    negative batch is pinned in tests/test_scope_trainer.py)."""
+    text = (REPO / "docs" / "metrics.md").read_text()
+    entry = re.search(r"(?m)^\| `scope/teacher_kl` \|[^|]*\|([^|]*)\|$", text).group(1)
+    assert "negative" in entry and "#why-scopeteacher_kl-can-be-negative" in entry, entry
+    assert "why-scopeteacher_kl-can-be-negative" in anchors(REPO / "docs" / "metrics.md")
+    scope_md = re.sub(r"\s+", " ", (REPO / "docs" / "scope.md").read_text())
+    assert "metrics.md#why-scopeteacher_kl-can-be-negative" in scope_md

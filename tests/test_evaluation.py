@@ -6,6 +6,7 @@ import sys
 import warnings
 from fractions import Fraction
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -306,3 +307,24 @@ def test_callback_needs_the_trainer_and_a_positive_period():
         PeriodicEvaluationCallback({}, every_n_steps=0)
     with pytest.raises(ValueError, match="attach"):
         PeriodicEvaluationCallback({}, every_n_steps=1).on_train_begin(None, None, None)
+
+
+def test_a_benchmark_without_hub_source_is_refused_before_any_download(monkeypatch):
+    import scope_trl.data
+
+    monkeypatch.setattr(scope_trl.data, "load_math_dataset", mock.Mock(side_effect=AssertionError("downloaded")))
+    with pytest.raises(ValueError, match=r"olympiadbench have no Hub source: pass data_dir .*--data-dir FOLDER.*"
+                       r"NAME\.jsonl files \(one JSON object per line"):  # fmt: skip
+        load_benchmarks("aime24,olympiadbench")
+
+
+def test_offline_without_data_dir_names_the_benchmark_and_the_option(monkeypatch):
+    """Offline, `scope-trl eval` without `--data-dir` ended in datasets' raw ConnectionError."""
+    import datasets
+    import huggingface_hub
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(OSError, match=r"Could not load benchmark 'amc23' from the Hub dataset math-ai/amc23 "
+                       r"\(ConnectionError: .*\)\. Offline, pass data_dir .*--data-dir FOLDER"):  # fmt: skip
+        load_benchmarks("amc23")

@@ -320,3 +320,26 @@ def test_the_documented_gpu_scaling_keeps_dgpo_off_policy(monkeypatch):
             steps = int(args.steps_per_generation * scale)
             assert args.per_device_train_batch_size * gpus * steps == 256 * args.num_generations, (recipe.name, gpus)
             assert accumulation % (steps * args.num_iterations) != 0, f"{recipe.name} on {gpus} GPU(s) is on-policy"
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_header_installs_what_the_recipe_needs(recipe, monkeypatch):
+    """The header's install line brings the tracker of `report_to` (through an extra that declares its package),
+    DeepSpeed for a DeepSpeed accelerate config and vLLM for `use_vllm`."""
+    import tomllib
+
+    match = re.search(r"Install, from the repository root: pip install -e \"\.\[([\w,-]+)\]\"( \"trl\[vllm\]\")?",
+                      header_text(recipe))  # fmt: skip
+    assert match, f"{recipe.name}: the header must say what to install"
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    installed = {re.split(r"[<>=!;\[ ]", requirement)[0] for name in match.group(1).split(",") for requirement in
+                 extras[name]}  # fmt: skip
+    _, args, _ = parse_recipe(recipe, monkeypatch)
+    from scope_trl.checks import TRACKER_PACKAGES
+
+    for tracker in args.report_to:
+        assert TRACKER_PACKAGES[tracker][0][0] in installed, (recipe.name, tracker, installed)
+    accelerate = load_config_from_file(str(accelerate_config_path(recipe_accelerate_config(recipe))))
+    if accelerate.distributed_type == "DEEPSPEED":
+        assert "deepspeed" in installed
+    assert bool(match.group(2)) == args.use_vllm

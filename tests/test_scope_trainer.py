@@ -3,11 +3,12 @@
 import random
 import re
 import warnings
+from unittest import mock
 
 import pytest
 import torch
 from peft import LoraConfig
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from trl import GRPOConfig
 
 from scope_trl import SCOPEConfig, SCOPETrainer
@@ -318,8 +319,17 @@ def test_mismatched_tokenizer_names_both_models(student_path, toy_dataset, tmp_p
     teacher_dir = tmp_path / "other-teacher"
     build_tiny_model(other_tokenizer, hidden_size=32, vocab_size=400).save_pretrained(teacher_dir)
     other_tokenizer.save_pretrained(teacher_dir)
-    with pytest.raises(ValueError, match=r"(?s)other-teacher.*does not share the tokenizer of the student.*student"):
+    message = r"(?s)other-teacher.*does not share the tokenizer of the student.*student"
+    # Refused before either model loads (an 8B teacher takes minutes and tens of GB to load).
+    refuse_loading = mock.patch.object(
+        PreTrainedModel, "from_pretrained", side_effect=AssertionError("a model loaded")
+    )
+    with refuse_loading, pytest.raises(ValueError, match=message):
         build_scope(student_path, str(teacher_dir), toy_dataset, tmp_path)
+    # The teacher passed as a model instance: checked once it is loaded, as before.
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
+    with pytest.raises(ValueError, match=r"(?s)does not share the tokenizer of the student.*student"):
+        build_scope(student_path, None, toy_dataset, tmp_path, teacher_model=teacher)
 
 
 def test_teacher_with_too_small_a_vocabulary(student_path, toy_paths, toy_dataset, tmp_path):
@@ -556,3 +566,74 @@ def test_reward_functions_that_do_not_train_are_named_at_construction(
         assert messages == []
     else:
         assert len(messages) == 1 and re.search(expected, messages[0]), messages
+
+
+def test_teacher_kl_is_the_sampled_token_estimate_and_can_be_negative(
+    student_path, teacher_path, toy_dataset, tmp_path
+):
+    """`scope/teacher_kl` (docs/metrics.md) is the mean of log π_old − log π_T over the loss tokens of the incorrect
+    rollouts: a sampled-token estimate of the reverse KL, negative when the teacher gives the tokens the student
+    sampled more probability than the student did, although no KL is negative."""
+    import math
+
+    from scope_trl.scope_trainer import _ScoredBatch
+
+    trainer = build_scope(student_path, teacher_path, toy_dataset, tmp_path)
+    # Probabilities of the sampled tokens: row 0 is correct (never scored, so no teacher log-prob), rows 1-3 are
+    # incorrect; the last token of row 3 is padding.
+    student = [[0.5, 0.5, 0.5], [0.2, 0.4, 0.5], [0.1, 0.5, 0.5], [0.8, 0.25, 0.5]]
+    teacher = [[1.0, 1.0, 1.0], [0.4, 0.8, 0.5], [0.8, 0.5, 0.9], [0.4, 0.5, 1.0]]
+    mask = torch.tensor([[1.0, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 0]])
+    correct = torch.tensor([True, False, False, False])
+    scored = _ScoredBatch(
+        mode="train",
+        group_size=4,
+        process_slice=slice(0, 4),
+        mask=mask,
+        loss_token=mask > 0,
+        teacher_logps=torch.tensor(teacher).log() * mask,
+        local_nonfinite=torch.zeros(4, dtype=torch.bool),
+        correct=correct,
+        incorrect=~correct,
+        valid=torch.ones(4, dtype=torch.bool),
+        seconds=(0.0, 0.0),
+    )
+    trainer._weigh_generation_batch(scored, torch.tensor(student).log())
+    differences = [
+        math.log(s / t)
+        for row in (1, 2, 3)
+        for s, t, m in zip(student[row], teacher[row], mask[row].tolist())
+        if m  # padding does not count
+    ]
+    expected = sum(differences) / len(differences)  # (−0.693 − 0.693 + 0 − 2.079 + 0 − 0.588 + 0.693 − 0.693) / 8
+    assert trainer._metrics["train"]["scope/teacher_kl"][-1] == pytest.approx(expected, rel=1e-5)
+    assert expected < 0 and expected == pytest.approx(-0.5067, abs=1e-4)
+
+
+@pytest.mark.parametrize("method", ["dgpo", "scope"])
+def test_the_model_card_of_a_local_base_model_names_it_without_a_hub_link(method, toy_paths, toy_dataset, tmp_path):
+    """TRL links the base model's Hub page, and for a student loaded from a local directory wrote "a fine-tuned version
+    of [None](https://huggingface.co/None)". The card names the directory, links nowhere, and leaves `base_model` out
+    of the metadata (which takes Hub ids only)."""
+    from pathlib import Path
+
+    from scope_trl import DGPOConfig, DGPOTrainer
+    from scope_trl.toy import contains_digit_reward
+
+    if method == "scope":
+        trainer_class, args = SCOPETrainer, scope_args(tmp_path, toy_paths["teacher"])
+    else:
+        trainer_class, args = DGPOTrainer, tiny_args(tmp_path, DGPOConfig)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = trainer_class(toy_paths["student"], contains_digit_reward, args=args, train_dataset=toy_dataset)
+    trainer.create_model_card(model_name="tiny", dataset_name="toy-arithmetic")
+    card = (tmp_path / "README.md").read_text()
+    name = Path(toy_paths["student"]).name
+    assert f"a fine-tuned version of `{name}` (loaded from a local directory) on the [toy-arithmetic]" in card, card
+    assert "[None]" not in card and "huggingface.co/None" not in card and "base_model:" not in card
+    trainer.model.config._name_or_path = ""  # a model built in memory: no path at all
+    trainer.create_model_card(model_name="tiny")
+    card = (tmp_path / "README.md").read_text()
+    assert "This model is a fine-tuned version of a model without a Hub id.\n" in card, card
+    assert "[None]" not in card

@@ -73,15 +73,33 @@ def test_training_script_end_to_end(method, entry, config, toy_paths, jsonl_data
         assert "'scope/opd_loss'" in stdout + stderr
 
 
-def test_cli_runs_in_process_without_accelerate_config(toy_paths, jsonl_dataset, tmp_path, capsys):
+def test_cli_runs_in_process_and_resume_true_means_the_last_checkpoint(toy_paths, jsonl_dataset, tmp_path):
+    """`--resume_from_checkpoint true` resumes from the last checkpoint of `output_dir`, as TRL users expect (the
+    string reached `Trainer.train` as a path before: "Can't find a valid checkpoint at true")."""
     from scope_trl.cli import main
 
     output_dir = tmp_path / "out"
-    assert main(["dgpo", *training_args("dgpo", toy_paths, jsonl_dataset, output_dir)]) == 0
+    args = [
+        *training_args("dgpo", toy_paths, jsonl_dataset, output_dir),
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+    ]
+    assert main(["dgpo", *args]) == 0
     assert (output_dir / "model.safetensors").exists()
+    # Mark the last checkpoint's history: a resumed run carries it on, a fresh one would not.
+    state_path = output_dir / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_path.read_text())
+    state["log_history"][0]["resume_marker"] = 1
+    state_path.write_text(json.dumps(state))
+    assert main(["dgpo", *args, "--max_steps", "3", "--resume_from_checkpoint", "true"]) == 0
+    resumed = json.loads((output_dir / "checkpoint-3" / "trainer_state.json").read_text())
+    assert resumed["global_step"] == 3 and resumed["log_history"][0].get("resume_marker") == 1
 
 
 def test_cli_reads_a_yaml_config_and_cli_flags_override_it(toy_paths, jsonl_dataset, tmp_path):
+    from scope_trl.scripts.common import parse_script_arguments
     from scope_trl.scripts.scope import make_parser
 
     config = tmp_path / "scope.yaml"
@@ -90,9 +108,10 @@ def test_cli_reads_a_yaml_config_and_cli_flags_override_it(toy_paths, jsonl_data
         f"dataset_name: {jsonl_dataset}\nscope_tau: 0.5\npolicy_surrogate: dgpo\nuse_cpu: true\nbf16: false\n"
         f"output_dir: {tmp_path}\n"
     )
-    script_args, training_args_, model_args = make_parser().parse_args_and_config(
-        args=["--config", str(config), "--scope_tau", "2.0"]
-    )[:3]
+    script_args, training_args_, model_args = parse_script_arguments(
+        make_parser(),
+        [f"--config={config}", "--scope_tau", "2.0"],  # the `=` spelling is read too
+    )
     assert script_args.dataset_name == jsonl_dataset and model_args.model_name_or_path == toy_paths["student"]
     assert (training_args_.scope_tau, training_args_.policy_surrogate) == (2.0, "dgpo")
 

@@ -76,9 +76,9 @@ def test_the_evaluator_refuses_pickled_and_missing_models(student_path, tmp_path
     common = ["--benchmarks", "amc23", "--data-dir", str(data), "-k", "1", "--output-dir", str(tmp_path / "eval")]
     with pytest.raises(OSError, match=r"Could not load the model .*pickled' \(--model\): it holds pickled weights.*"
                        r"save_pretrained` it again\. \(OSError"):  # fmt: skip
-        main(["eval", "--model", pickled_copy(student_path, tmp_path / "pickled"), *common])
+        main(["--debug", "eval", "--model", pickled_copy(student_path, tmp_path / "pickled"), *common])
     with pytest.raises(FileNotFoundError, match=r"The model '.*nowhere' \(--model\) does not exist"):
-        main(["eval", "--model", str(tmp_path / "nowhere"), *common])
+        main(["eval", "--debug", "--model", str(tmp_path / "nowhere"), *common])
 
 
 def test_grading_workers_cap_their_address_space():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 from trl import ScriptArguments
 
@@ -157,21 +159,74 @@ def train_save_push(trainer, script_args, training_args) -> None:
     trainer.accelerator.end_training()
 
 
+def run_as_script(make_parser, main, prog: str) -> None:
+    """A training script run as a program (`python scope_trl/scripts/scope.py ...`, and each process `accelerate
+    launch` starts for `scope-trl scope --accelerate_config ...`): unknown flags and YAML keys fail loudly (a typo
+    must not silently train with a default), and an error is one line, as from `scope-trl` itself."""
+    from ..cli import report_errors
+
+    def run() -> int:
+        main(*parse_script_arguments(make_parser(prog=prog)))
+        return 0
+
+    sys.exit(report_errors(run, prog))
+
+
 def parse_script_arguments(parser, args: list[str] | None = None):
     """`(script_args, training_args, model_args)` from the command line and a `--config` YAML file, parsed by TRL's
-    `TrlParser`, after checking the file's keys: an unknown key (a typo would otherwise train with a default) is an
-    error that names it, suggests the nearest field and points to `--help` (TRL's own message says to edit its
-    dataclasses)."""
-    argv = list(sys.argv[1:] if args is None else args)
+    `TrlParser` after `check_arguments`; `--resume_from_checkpoint true` means the last checkpoint of `output_dir`."""
+    argv = check_arguments(parser, list(sys.argv[1:] if args is None else args))
+    script_args, training_args, model_args = parser.parse_args_and_config(args=argv)[:3]
+    training_args.resume_from_checkpoint = resume_target(training_args.resume_from_checkpoint)
+    return script_args, training_args, model_args
+
+
+def check_arguments(parser, argv: list[str]) -> list[str]:
+    """`argv` with `--config=FILE` spelled `--config FILE` (the only spelling TRL's parser reads: the other was an
+    unknown argument), after checking the config file's keys and the flags: an unknown one (a typo would otherwise
+    train with a default, or get TRL's generic message) is an error that names it, suggests the nearest and points to
+    `--help`."""
+    argv = [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
+    flags = argv
     if "--config" in argv[:-1]:
-        check_config_keys(argv[argv.index("--config") + 1], parser)
-    return parser.parse_args_and_config(args=argv)[:3]
+        index = argv.index("--config")
+        check_config_keys(argv[index + 1], parser)
+        flags = argv[:index] + argv[index + 2 :]
+    help_line = f"`{parser.prog} --help` lists them"
+
+    def refuse(message):  # argparse's own errors (a bad value, an ambiguous prefix) without its 200-line usage
+        raise ValueError(f"{message[0].upper()}{message[1:]}. Every config field is a flag; {help_line}.")
+
+    with mock.patch.object(parser, "error", refuse):
+        _, unknown = parser.parse_known_args(flags)
+    if unknown:
+        options = [option for option in parser._option_string_actions if option.startswith("--")]
+        hints = []
+        for index, arg in enumerate(unknown):
+            if not arg.startswith("-"):
+                if index and unknown[index - 1].startswith("-") and "=" not in unknown[index - 1]:
+                    continue  # the value of the unknown flag before it
+                hints.append(repr(arg))
+                continue
+            close = difflib.get_close_matches(arg.split("=", 1)[0], options, n=1)
+            hints.append(arg.split("=", 1)[0] + (f" (did you mean {close[0]}?)" if close else ""))
+        raise ValueError(
+            f"Unknown argument(s): {', '.join(hints)}. Every field of the training config, of TRL's ModelConfig and "
+            f"of the script arguments is a flag; {help_line}."
+        )
+    return argv
+
+
+def resume_target(value):
+    """What `--resume_from_checkpoint` asks `Trainer.train` for: `true` the last checkpoint of `output_dir` (as
+    `train(resume_from_checkpoint=True)` means), `false` none, anything else the checkpoint at that path."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return True if value.lower() == "true" else None
+    return value
 
 
 def check_config_keys(path: str, parser) -> None:
     """Raise a `ValueError` naming each key of the YAML file at `path` that no argument of `parser` takes."""
-    import difflib
-
     import yaml
 
     with open(path) as file:

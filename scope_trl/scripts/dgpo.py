@@ -39,7 +39,7 @@ import argparse
 from dataclasses import dataclass
 
 from scope_trl import DGPOConfig
-from scope_trl.scripts.common import MathScriptArguments, parse_script_arguments
+from scope_trl.scripts.common import MathScriptArguments, run_as_script
 
 
 @dataclass
@@ -78,7 +78,4 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
 
 
 if __name__ == "__main__":
-    parser = make_parser()
-    # Unknown flags and YAML keys fail loudly: a typo must not silently train with a default.
-    script_args, training_args, model_args = parse_script_arguments(parser)
-    main(script_args, training_args, model_args)
+    run_as_script(make_parser, main, prog="scope-trl dgpo")
