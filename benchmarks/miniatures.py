@@ -1,6 +1,6 @@
 """Learning-quality miniatures: small tasks where SCOPE's and DGPO's mechanisms matter, measured over seeds.
 
-Tasks (`scope_trl.miniatures.tasks`; each with its own train / validation / test problems):
+Tasks (`scope_trl.apps.miniatures.tasks`; each with its own train / validation / test problems):
 
     carry      A. skill gap: 8-digit addition with a carry scratchpad (16 decisive tokens); the student's SFT rarely
                carries, the teacher's always can
@@ -55,8 +55,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing: `python benchmarks/miniatures.py`
 
-from scope_trl.miniatures.pipeline import Budget, evaluate_path, rl_prompts, row, run_row, sft_models  # noqa: E402
-from scope_trl.miniatures.tasks import make_task  # noqa: E402
+from scope_trl.apps.miniatures.pipeline import Budget, evaluate_path, rl_prompts, row, run_row, sft_models  # noqa: E402
+from scope_trl.apps.miniatures.tasks import make_task  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -328,8 +328,11 @@ def table(name: str, record: dict, k: int) -> str:
         cells += [mean_std([pick(r["summary"], path) for r in runs.values()]) for _, path in views]
         if boundary:
             for curve in ("clip_ratio/region_mean", "cispo_clip_ratio"):
-                values = [statistics.fmean(v for v in r["curves"][curve] if v is not None) for r in runs.values()
-                          if any(v is not None for v in r["curves"].get(curve, []))]  # fmt: skip
+                values = [
+                    statistics.fmean(v for v in r["curves"][curve] if v is not None)
+                    for r in runs.values()
+                    if any(v is not None for v in r["curves"].get(curve, []))
+                ]
                 cells.append(mean_std(values))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Mean ± std over {len(seeds_of(record, rows[0]))} seed(s)."]
@@ -338,8 +341,12 @@ def table(name: str, record: dict, k: int) -> str:
         for base in suite.compare_to:
             if base not in record["runs"]:
                 continue
-            lines += ["", f"**{label.replace('@k', f'@{k}')}, paired differences to {row(base).label}** (mean ± std of "
-                      "per-seed differences; `*`: two-sided paired t-test p < 0.05):", ""]  # fmt: skip
+            lines += [
+                "",
+                f"**{label.replace('@k', f'@{k}')}, paired differences to {row(base).label}** (mean ± std of "
+                "per-seed differences; `*`: two-sided paired t-test p < 0.05):",
+                "",
+            ]
             lines += ["| row | difference |", "|---|---|"]
             for key in rows:
                 if key == base:
@@ -357,14 +364,26 @@ def table(name: str, record: dict, k: int) -> str:
             lines.append(f"| {row(key).label} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
     teacher = list(record["teacher"].values())
     if teacher:
-        lines += ["", f"Teacher (reference): Avg@{k} {mean_std([t['avg@k'] for t in teacher])}"
-                  + (f", outside the slice {mean_std([t['rest']['avg@k'] for t in teacher])}, on the slice "
-                     f"{mean_std([t['slice']['avg@k'] for t in teacher])}" if suite.task == "slice" else "")]  # fmt: skip
+        lines += [
+            "",
+            f"Teacher (reference): Avg@{k} {mean_std([t['avg@k'] for t in teacher])}"
+            + (
+                f", outside the slice {mean_std([t['rest']['avg@k'] for t in teacher])}, on the slice "
+                f"{mean_std([t['slice']['avg@k'] for t in teacher])}"
+                if suite.task == "slice"
+                else ""
+            ),
+        ]
     selection = record.get("selection", {})
     if selection.get("validation"):
-        lines += ["", f"Learning rates chosen on validation (selection seed {selection['seed']}): "
-                  + "; ".join(f"{row(key).label}: " + ", ".join(f"{lr} → {v:.3f}" for lr, v in scores.items())
-                              for key, scores in selection["validation"].items())]  # fmt: skip
+        lines += [
+            "",
+            f"Learning rates chosen on validation (selection seed {selection['seed']}): "
+            + "; ".join(
+                f"{row(key).label}: " + ", ".join(f"{lr} → {v:.3f}" for lr, v in scores.items())
+                for key, scores in selection["validation"].items()
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -374,16 +393,28 @@ def gates(records: dict[str, dict]) -> list[dict]:
     carry = records.get("carry") or records.get("offpolicy")
     if carry and carry["teacher"]:
         value = statistics.fmean(t["avg@k"] for t in carry["teacher"].values())
-        found.append({"name": "1. capacity: the student's architecture, fully SFT'd (task A's teacher), >= 90% test",
-                      "value": value, "passed": value >= GATE_ACCURACY, "detail": f"Avg@k {value:.3f}"})  # fmt: skip
+        found.append(
+            {
+                "name": "1. capacity: the student's architecture, fully SFT'd (task A's teacher), >= 90% test",
+                "value": value,
+                "passed": value >= GATE_ACCURACY,
+                "detail": f"Avg@k {value:.3f}",
+            }
+        )
     for name, record in records.items():
         if not record["teacher"] or name == "offpolicy":
             continue
         teachers = list(record["teacher"].values())
         value = statistics.fmean((t["rest"] if name == "slice" else t)["avg@k"] for t in teachers)
         where = " outside its slice" if name == "slice" else ""
-        found.append({"name": f"2. teacher of {name}{where} >= 90% test", "value": value,
-                      "passed": value >= GATE_ACCURACY, "detail": f"Avg@k {value:.3f}"})  # fmt: skip
+        found.append(
+            {
+                "name": f"2. teacher of {name}{where} >= 90% test",
+                "value": value,
+                "passed": value >= GATE_ACCURACY,
+                "detail": f"Avg@k {value:.3f}",
+            }
+        )
     if "carry" in records and "student" in records["carry"]["runs"]:
         record = records["carry"]
         best = None
@@ -391,14 +422,22 @@ def gates(records: dict[str, dict]) -> list[dict]:
             if key not in record["runs"]:
                 continue
             common = [s for s in seeds_of(record, key) if s in record["runs"]["student"]]
-            comparison = paired([record["runs"][key][s]["summary"]["avg@k"] for s in common],
-                                [record["runs"]["student"][s]["summary"]["avg@k"] for s in common])  # fmt: skip
+            comparison = paired(
+                [record["runs"][key][s]["summary"]["avg@k"] for s in common],
+                [record["runs"]["student"][s]["summary"]["avg@k"] for s in common],
+            )
             if comparison["mean"] > 0 and (best is None or comparison["p"] < best[1]["p"]):
                 best = (key, comparison)
         passed = best is not None and best[1]["p"] < 0.05
         detail = "no RL row above the student" if best is None else f"{row(best[0]).label}: {diff_cell(best[1])}"
-        found.append({"name": "3. on task A an RL row beats the SFT student (paired t-test, p < 0.05)",
-                      "value": None if best is None else best[1]["p"], "passed": passed, "detail": detail})  # fmt: skip
+        found.append(
+            {
+                "name": "3. on task A an RL row beats the SFT student (paired t-test, p < 0.05)",
+                "value": None if best is None else best[1]["p"],
+                "passed": passed,
+                "detail": detail,
+            }
+        )
     return found
 
 
@@ -458,10 +497,13 @@ def main(argv=None) -> int:
 
     warnings.filterwarnings("ignore")
     budget = budget_from(args)
-    print(f"miniatures: tasks {', '.join(args.tasks)}; {args.seeds} seed(s); lr grid {args.lr_grid}; RL "
-          f"{budget.rl.max_steps} steps of {budget.rl.prompts_per_step} prompts x {budget.rl.num_generations}; test "
-          f"{budget.eval_problems} problems x k={budget.k}; estimated {estimate_minutes(args, budget):.0f} min on 2 CPU "
-          "cores (SFT not cached)", flush=True)  # fmt: skip
+    print(
+        f"miniatures: tasks {', '.join(args.tasks)}; {args.seeds} seed(s); lr grid {args.lr_grid}; RL "
+        f"{budget.rl.max_steps} steps of {budget.rl.prompts_per_step} prompts x {budget.rl.num_generations}; test "
+        f"{budget.eval_problems} problems x k={budget.k}; estimated {estimate_minutes(args, budget):.0f} min on 2 CPU "
+        "cores (SFT not cached)",
+        flush=True,
+    )
 
     def log(message):
         print(message, flush=True)

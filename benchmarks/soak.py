@@ -39,9 +39,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing: `python benchmarks/soak.py`
 
-from scope_trl.miniatures.pipeline import Budget, rl_prompts, sft_models  # noqa: E402
-from scope_trl.miniatures.rl import ROWS_BY_KEY, make_trainer, rl_dataset  # noqa: E402
-from scope_trl.miniatures.tasks import make_task  # noqa: E402
+from scope_trl.apps.miniatures.pipeline import Budget, rl_prompts, sft_models  # noqa: E402
+from scope_trl.apps.miniatures.rl import ROWS_BY_KEY, make_trainer, rl_dataset  # noqa: E402
+from scope_trl.apps.miniatures.tasks import make_task  # noqa: E402
 
 
 # The rows and the learning rates `benchmarks/miniatures.py` selected for them on task A's validation problems.

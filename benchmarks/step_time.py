@@ -1,6 +1,6 @@
 """Step time of GRPO, DGPO, SCOPE and TRL's DistillationTrainer, split into the phases of a step, in one run.
 
-Every row trains the same student (a random Qwen3, `scope_trl.toy`) with the same seed, batch shape and number of
+Every row trains the same student (a random Qwen3, `scope_trl.apps.toy`) with the same seed, batch shape and number of
 optimizer steps; SCOPE's teacher (and the distillation trainer's) is the same model, twice as wide. Every completion
 runs to the length cap (`generation_kwargs={"min_new_tokens": completion}`), so all rows generate and train on the
 same number of tokens and the non-generation part of a step can be compared without generation's noise. The verifier
@@ -473,7 +473,7 @@ def build_trainer(key: str, args, paths: dict, output_dir: Path):
     from trl import DistillationConfig, DistillationTrainer, GRPOConfig, GRPOTrainer
 
     from scope_trl import DGPOConfig, DGPOTrainer, SCOPEConfig, SCOPETrainer
-    from scope_trl.toy import make_arithmetic_dataset
+    from scope_trl.apps.toy import make_arithmetic_dataset
 
     _, kind, accuracy, routing = ROWS[key]
     common = {
@@ -933,7 +933,7 @@ def main(argv=None) -> int:
     import transformers
     import trl
 
-    from scope_trl.toy import build_tokenizer, save_tiny_model
+    from scope_trl.apps.toy import build_tokenizer, save_tiny_model
     from scope_trl.vllm_server import LocalVLLMServer
 
     output_dir = Path(args.output_dir)
@@ -945,9 +945,13 @@ def main(argv=None) -> int:
         root = Path(root)
         tokenizer = build_tokenizer()
         heads = attention_heads(args.hidden)
-        shape = {"num_hidden_layers": args.layers, "num_attention_heads": heads,
-                 "num_key_value_heads": max(1, heads // 2), "vocab_size": args.vocab,
-                 "max_position_embeddings": max(512, 64 + args.completion)}  # fmt: skip
+        shape = {
+            "num_hidden_layers": args.layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": max(1, heads // 2),
+            "vocab_size": args.vocab,
+            "max_position_embeddings": max(512, 64 + args.completion),
+        }
         paths = {
             "student": save_tiny_model(root / "student", tokenizer, hidden_size=args.hidden, seed=0, **shape),
             "teacher": save_tiny_model(root / "teacher", tokenizer, hidden_size=2 * args.hidden, seed=1, **shape),
@@ -961,7 +965,7 @@ def main(argv=None) -> int:
                     args.server_cores,
                     max_model_len=shape["max_position_embeddings"],
                     dtype="bfloat16" if args.bf16 else "float32",
-                )  # fmt: skip
+                )
             )
             paths["teacher_server_url"] = server.url
             server_record = {
@@ -972,8 +976,11 @@ def main(argv=None) -> int:
                 "startup_seconds": server.startup_seconds,
                 "seen": server.thread_cores(),
             }
-            print(f"  server up in {server.startup_seconds:.0f} s: {server_record['seen']['threads']} threads on "
-                  f"core(s) {server_record['seen']['cores']}", flush=True)  # fmt: skip
+            print(
+                f"  server up in {server.startup_seconds:.0f} s: {server_record['seen']['threads']} threads on "
+                f"core(s) {server_record['seen']['cores']}",
+                flush=True,
+            )
         for repeat in range(args.repeats):
             order = args.rows[repeat % len(args.rows) :] + args.rows[: repeat % len(args.rows)]
             for key in order:
@@ -983,8 +990,11 @@ def main(argv=None) -> int:
                 if server_record:  # the server's CPU time during this run: ~0 unless the row scores with it
                     result["server_cpu_seconds"] = server.cpu_seconds() - server_cpu
                 results[key].append(result)
-                print(f"  repeat {repeat + 1}/{args.repeats} {key:<19} step {result['phases']['total'] * 1000:8.1f} ms"
-                      f"  (run {time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+                print(
+                    f"  repeat {repeat + 1}/{args.repeats} {key:<19} step {result['phases']['total'] * 1000:8.1f} ms"
+                    f"  (run {time.perf_counter() - start:.0f} s)",
+                    flush=True,
+                )
     rows = {
         key: {"label": ROWS[key][0], "repeats": repeats, "median": median_phases(repeats)}
         for key, repeats in results.items()

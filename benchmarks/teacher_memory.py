@@ -64,12 +64,17 @@ def parse_args(argv=None):
 
 def build_trainer(args, root: Path):
     from scope_trl import SCOPEConfig, SCOPETrainer
-    from scope_trl.toy import build_tokenizer, contains_digit_reward, make_arithmetic_dataset, save_tiny_model
+    from scope_trl.apps.toy import build_tokenizer, contains_digit_reward, make_arithmetic_dataset, save_tiny_model
 
     tokenizer = build_tokenizer()
-    shape = {"hidden_size": args.hidden, "num_hidden_layers": args.layers, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "vocab_size": args.vocab,
-             "max_position_embeddings": args.prompt + max(args.lengths) + 8}  # fmt: skip
+    shape = {
+        "hidden_size": args.hidden,
+        "num_hidden_layers": args.layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": args.vocab,
+        "max_position_embeddings": args.prompt + max(args.lengths) + 8,
+    }
     student = save_tiny_model(root / "student", tokenizer, seed=0, **shape)
     teacher = save_tiny_model(root / "teacher", tokenizer, seed=1, **shape)
     config = SCOPEConfig(
@@ -114,8 +119,15 @@ def measure(trainer, args, length: int) -> dict:
             del logits
         naive_s = time.perf_counter() - start
     difference = (scores - reference).abs().max().item()
-    return {"length": length, "ours_mib": ours.mib, "naive_mib": naive.mib, "ratio": naive.mib / max(ours.mib, 1e-9),
-            "ours_s": ours_s, "naive_s": naive_s, "max_abs_difference": difference}  # fmt: skip
+    return {
+        "length": length,
+        "ours_mib": ours.mib,
+        "naive_mib": naive.mib,
+        "ratio": naive.mib / max(ours.mib, 1e-9),
+        "ours_s": ours_s,
+        "naive_s": naive_s,
+        "max_abs_difference": difference,
+    }
 
 
 def checks(rows: list[dict]) -> dict:
@@ -128,7 +140,7 @@ def checks(rows: list[dict]) -> dict:
         "agreement": {
             "value": max(r["max_abs_difference"] for r in rows),
             "passed": all(r["max_abs_difference"] < 1e-3 for r in rows),
-        },  # fmt: skip
+        },
     }
 
 
@@ -146,8 +158,10 @@ def markdown(record: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in record["rows"]:
-        lines.append(f"| {r['length']:,} | {r['ours_mib']:.0f} | {r['naive_mib']:.0f} | {r['ratio']:.1f}x | "
-                     f"{r['ours_s']:.2f} | {r['naive_s']:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {r['length']:,} | {r['ours_mib']:.0f} | {r['naive_mib']:.0f} | {r['ratio']:.1f}x | "
+            f"{r['ours_s']:.2f} | {r['naive_s']:.2f} |"
+        )
     c = record["checks"]
     lines += [
         "",
@@ -169,8 +183,13 @@ def plot(record: dict, path: Path) -> None:
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot(lengths, [r["naive_mib"] for r in record["rows"]], "o-", label="naive logits + log_softmax")
     axis.plot(lengths, [r["ours_mib"] for r in record["rows"]], "o-", label="SCOPETrainer (fused LM head)")
-    axis.set(xlabel="completion tokens", ylabel="peak memory above rest (MiB)", xscale="log", yscale="log",
-             title=f"teacher scoring, vocabulary {record['settings']['vocab']:,}")  # fmt: skip
+    axis.set(
+        xlabel="completion tokens",
+        ylabel="peak memory above rest (MiB)",
+        xscale="log",
+        yscale="log",
+        title=f"teacher scoring, vocabulary {record['settings']['vocab']:,}",
+    )
     axis.set_xticks(lengths, [f"{n:,}" for n in lengths])
     axis.legend()
     axis.grid(alpha=0.3, which="both")
@@ -194,8 +213,11 @@ def main(argv=None) -> int:
         for length in args.lengths:
             rows.append(measure(trainer, args, length))
             r = rows[-1]
-            print(f"  {length:>6} tokens: ours {r['ours_mib']:8.0f} MiB, naive {r['naive_mib']:8.0f} MiB "
-                  f"({r['ratio']:.1f}x)", flush=True)  # fmt: skip
+            print(
+                f"  {length:>6} tokens: ours {r['ours_mib']:8.0f} MiB, naive {r['naive_mib']:8.0f} MiB "
+                f"({r['ratio']:.1f}x)",
+                flush=True,
+            )
     machine = (torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.machine()} CPU") + (
         f", torch {torch.__version__}"
     )

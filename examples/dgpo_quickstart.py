@@ -24,12 +24,19 @@ def main():
     args = parser.parse_args()
 
     if args.toy:
-        from scope_trl.toy import build_toy_testbed, digit_fraction_reward, make_arithmetic_dataset
+        from scope_trl.apps.toy import build_toy_testbed, digit_fraction_reward, make_arithmetic_dataset
 
         model = build_toy_testbed(tempfile.mkdtemp(prefix="dgpo-toy-"))["student"]
         dataset, reward_funcs = make_arithmetic_dataset(64), digit_fraction_reward
-        hardware = {"use_cpu": True, "bf16": False, "per_device_train_batch_size": 8, "num_generations": 8,
-                    "max_completion_length": 12, "learning_rate": 3e-2, "logging_steps": 1}  # fmt: skip
+        hardware = {
+            "use_cpu": True,
+            "bf16": False,
+            "per_device_train_batch_size": 8,
+            "num_generations": 8,
+            "max_completion_length": 12,
+            "learning_rate": 3e-2,
+            "logging_steps": 1,
+        }
     else:
         from scope_trl.data import load_math_dataset
         from scope_trl.rewards import accuracy_reward

@@ -15,7 +15,10 @@ import inspect
 import json
 import os
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Mapping
+
+from transformers import ProcessorMixin
 
 
 # Keyword arguments GRPOTrainer passes to every reward function besides the dataset's own columns (TRL 1.16).
@@ -176,3 +179,56 @@ def check_reward_columns(reward_funcs: Iterable[Callable], names: Iterable[str],
                     f"dataset columns of the same name, but the {name} dataset has only {columns}. Add or rename the "
                     "column(s), or give the function's parameter a default."
                 )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# SCOPE's verifier and inputs
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def refuse_multimodal(processing_class) -> None:
+    """SCOPE's extra forwards see token ids only: refuse a vision-language processor."""
+    if isinstance(processing_class, ProcessorMixin):
+        raise ValueError(
+            f"SCOPETrainer does not support vision-language models ({type(processing_class).__name__}): the "
+            "old-log-prob and teacher forwards see token ids only, so π_old, the perplexity weights and the "
+            "teacher's scores would ignore the images that the loss forward sees. Use a text-only student and "
+            "teacher (and a tokenizer as processing_class)."
+        )
+
+
+def verifier_index(names: list[str], correctness_reward: str | None) -> int:
+    """The position, among the reward functions `names`, of the one whose verdict routes (`correctness_reward`: a
+    name or a position; the first by default)."""
+    if correctness_reward is None:
+        return 0
+    if correctness_reward in names:
+        return names.index(correctness_reward)
+    if str(correctness_reward).isdigit() and int(correctness_reward) < len(names):
+        return int(correctness_reward)
+    raise ValueError(
+        f"correctness_reward={correctness_reward!r} names no reward function of this trainer. Use one of the names "
+        f"{names} or a position from 0 to {len(names) - 1}."
+    )
+
+
+def warn_unused_rewards(names: list[str], verifier: int, args) -> None:
+    """SCOPE trains on the verifier's routing; the other reward functions act only through the outcome term. Say so
+    at construction rather than let a format reward, say, be computed, logged and silently never trained on."""
+    if len(names) < 2 or args.outcome_advantage_coef > 0:
+        return
+    others = [name for index, name in enumerate(names) if index != verifier]
+    if not args.routing:
+        message = f"routing=False distils every rollout: none of the reward functions {names} trains"
+    else:
+        chosen = (
+            "correctness_reward"
+            if args.correctness_reward is not None
+            else "the first reward function; correctness_reward chooses another"
+        )
+        message = (
+            f"SCOPE routes rollouts on the verifier {names[verifier]!r} ({chosen}); the other reward functions {others} "
+            "are computed and logged but train only through outcome_advantage_coef > 0 (GRPO's outcome advantage, "
+            "weighted by reward_weights), which is 0"
+        )
+    warnings.warn(f"{message}.", UserWarning, stacklevel=3)

@@ -113,7 +113,7 @@ def run_training(command: str, argv: list[str], debug: bool = False) -> int:
 def _demo(args: argparse.Namespace) -> int:
     # The demo runs on CPU: tell DeepSpeed (imported by TRL when installed) so it does not probe for a GPU and warn.
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    from .demo import DemoSettings, run_demo
+    from .apps.demo import DemoSettings, run_demo
 
     settings = DemoSettings(method=args.method, seed=args.seed)
     if args.smoke:
@@ -205,29 +205,7 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scope-trl",
-        description="SCOPE and DGPO trainers for Hugging Face TRL. Run `scope-trl demo` for an offline, few-minute "
-        "SCOPE run of a tiny teacher and student on CPU; `scope-trl scope --help` and `scope-trl dgpo --help` for "
-        "training; `scope-trl eval --help` for evaluation.",
-        epilog="Example: scope-trl scope --config examples/configs/scope_qwen3_1.7b_deepmath.yaml "
-        "--accelerate_config zero3",
-    )
-    parser.add_argument(
-        DEBUG_FLAG,
-        action="store_true",
-        help="show the full traceback of an error (before the sub-command; or set SCOPE_TRL_DEBUG=1)",
-    )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command, method in (("scope", "SCOPE (needs a teacher)"), ("dgpo", "DGPO")):
-        subparsers.add_parser(
-            command,
-            add_help=False,  # `scope-trl scope --help` is the training script's own help, with every config field
-            help=f"train with {method}; every config field is a flag, plus --config FILE.yaml and "
-            f"--accelerate_config NAME (see `scope-trl {command} --help`)",
-        )
-
+def _add_demo_parser(subparsers) -> None:
     demo = subparsers.add_parser(
         "demo",
         help="train a teacher and a student on a built-in task, then SCOPE on the student, offline, on CPU",
@@ -268,6 +246,8 @@ def make_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_demo)
 
+
+def _add_eval_parser(subparsers) -> None:
     evaluation = subparsers.add_parser(
         "eval",
         help="Avg@k / Pass@k of a model on the maths benchmarks, graded with math-verify",
@@ -297,6 +277,32 @@ def make_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
     evaluation.set_defaults(func=_eval)
 
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scope-trl",
+        description="SCOPE and DGPO trainers for Hugging Face TRL. Run `scope-trl demo` for an offline, few-minute "
+        "SCOPE run of a tiny teacher and student on CPU; `scope-trl scope --help` and `scope-trl dgpo --help` for "
+        "training; `scope-trl eval --help` for evaluation.",
+        epilog="Example: scope-trl scope --config examples/configs/scope_qwen3_1.7b_deepmath.yaml "
+        "--accelerate_config zero3",
+    )
+    parser.add_argument(
+        DEBUG_FLAG,
+        action="store_true",
+        help="show the full traceback of an error (before the sub-command; or set SCOPE_TRL_DEBUG=1)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command, method in (("scope", "SCOPE (needs a teacher)"), ("dgpo", "DGPO")):
+        subparsers.add_parser(
+            command,
+            add_help=False,  # `scope-trl scope --help` is the training script's own help, with every config field
+            help=f"train with {method}; every config field is a flag, plus --config FILE.yaml and "
+            f"--accelerate_config NAME (see `scope-trl {command} --help`)",
+        )
+
+    _add_demo_parser(subparsers)
+    _add_eval_parser(subparsers)
     env = subparsers.add_parser("env", help="print the versions of the packages scope-trl uses")
     env.set_defaults(func=_env)
     return parser

@@ -4,7 +4,7 @@ Every loader returns a `datasets.Dataset` with
 
 * `prompt`: `[{"role": "user", "content": question + " " + instruction}]`, preceded by a system message when
   `system_prompt` is given. The default instruction is SCOPE's prompt convention, `Put your final answer within
-  \boxed{}.`, appended after the question with one space (as `scope_trl.toy` does and as the common
+  \boxed{}.`, appended after the question with one space (as `scope_trl.apps.toy` does and as the common
   "... within \boxed{}." prompts do; `instruction_separator="\n"` gives a newline); `instruction=None` appends nothing.
 * `solution`: the reference *final answer* as written in the source (no simplification); `scope_trl.rewards`
   normalises both sides at grading time, so thousands separators, `$...$` or "27.0" may stay.

@@ -14,7 +14,7 @@ and the surrogate S = r · sg(decay) has value w and d S / d log π_θ = S, so t
 docs/dgpo.md (Decisions).
 
 `ppo_clip_loss` is GRPO/PPO's clipped per-token loss, kept here as the reference DGPO is compared against and as the
-default surrogate of SCOPE's distillation path.
+default surrogate of SCOPE's OPD path.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ follow from that:
 * **None only for a broken reference.** `accuracy_reward` returns 1.0 (correct), 0.0 (wrong, no answer, answer too
   long, grading timed out or crashed) or None when the *reference* cannot be graded at all (empty, a full solution
   whose last `\boxed{` never closes, longer than `MAX_ANSWER_CHARS`, or nothing math-verify can extract). A None
-  rollout is excluded from both paths instead of being pushed onto the distillation path as "wrong".
+  rollout is excluded from both paths instead of being pushed onto the OPD path as "wrong".
 * **One normalisation for both sides.** References arrive as bare LaTeX, `$...$`-delimited text, numbers with
   thousands separators ("2,125", "10,\!080"), "27.0", "025" or full solutions ending in `\boxed{}`. The reference
   (after taking the last `\boxed{}` of a full solution) and the content of the completion's last `\boxed{}` both go

@@ -33,7 +33,7 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
       is accepted, so a config copied from GRPO with another value fails loudly instead of being silently ignored.
     - `importance_sampling_level` must be `"token"`: the distillation advantage is per token.
     - `delta` and `use_liger_kernel` are rejected, as in [`DGPOConfig`].
-    - `epsilon` / `epsilon_high` are the clip range of the distillation path's surrogate.
+    - `epsilon` / `epsilon_high` are the clip range of the OPD path's surrogate.
 
     Parameters:
         > Parameters that control the teacher
@@ -54,7 +54,7 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
         nonfinite_teacher_scores (`str`, *optional*, defaults to `"exclude"`):
             What a rollout whose teacher log-prob is `-inf` or `NaN` on one of its loss tokens does (a token the
             teacher gives probability 0, an id outside the teacher's vocabulary, an fp16 overflow). `"exclude"`: the
-            rollout leaves the distillation path (no loss, no weight, no count; `scope/frac_nonfinite_teacher` counts
+            rollout leaves the OPD path (no loss, no weight, no count; `scope/frac_nonfinite_teacher` counts
             it and the first occurrence is warned about), so a non-finite score never reaches the loss. `"error"`:
             raise, naming the step and the number of rollouts.
         allow_teacher_change (`bool`, *optional*, defaults to `False`):
@@ -96,7 +96,7 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
             A rollout is correct when its verifier reward is >= this value. A verifier returning `None` excludes the
             rollout from both paths.
         routing (`bool`, *optional*, defaults to `True`):
-            Route by correctness. `False` sends every rollout to the distillation path, unweighted, with no MLE term:
+            Route by correctness. `False` sends every rollout to the OPD path, unweighted, with no MLE term:
             plain on-policy distillation (the paper's OPD baseline).
         scope_tau (`float`, *optional*, defaults to `1.0`):
             DPAW temperature τ > 0 (the paper sweeps 0.5, 1, 2). Smaller values give more peaked weights.
@@ -116,9 +116,9 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
         > Parameters that control the loss
 
         policy_surrogate (`str`, *optional*, defaults to `"ppo"`):
-            Surrogate of the distillation path (and of the optional outcome term): `"ppo"` (PPO clip with `epsilon` /
+            Surrogate of the OPD path (and of the optional outcome term): `"ppo"` (PPO clip with `epsilon` /
             `epsilon_high`) or `"dgpo"` (DGPO's soft clip with `dgpo_n` / `dgpo_m`). Both reduce to -A·∇log π at
-            one update per generation batch. The correct path is always plain weighted NLL (no ratio, no clip).
+            one update per generation batch. The MLE path is always plain weighted NLL (no ratio, no clip).
         dgpo_n (`float`, *optional*, defaults to `1.0`):
             DGPO's left decay exponent, used with `policy_surrogate="dgpo"`. Must be >= 0.
         dgpo_m (`float`, *optional*, defaults to `2.0`):
@@ -128,9 +128,9 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
             term over all routed tokens, MLE term over correct-path tokens, as the official code), `"per_path"` (each
             term over its own path's tokens) or `"global"` (both over all routed tokens: one token mean).
         mle_coef (`float`, *optional*, defaults to `1.0`):
-            Coefficient of the correct path's weighted MLE term, >= 0.
+            Coefficient of the MLE path's weighted MLE term, >= 0.
         opd_coef (`float`, *optional*, defaults to `1.0`):
-            Coefficient of the incorrect path's distillation term, >= 0.
+            Coefficient of the OPD path's distillation term, >= 0.
         outcome_advantage_coef (`float`, *optional*, defaults to `0.0`):
             When > 0, GRPO's group-normalised outcome advantage times this coefficient is added to every routed
             rollout through the same surrogate: an RL + distillation hybrid. 0 is the paper's method.
@@ -177,7 +177,7 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
         default="exclude",
         metadata={
             "help": "A rollout with a -inf or NaN teacher log-prob on a loss token: 'exclude' (it leaves the "
-            "distillation path, counted in scope/frac_nonfinite_teacher, warned once) or 'error' (raise)."
+            "OPD path, counted in scope/frac_nonfinite_teacher, warned once) or 'error' (raise)."
         },
     )
     allow_teacher_change: bool = field(
@@ -249,7 +249,7 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
     routing: bool = field(
         default=True,
         metadata={
-            "help": "Route rollouts by correctness. False sends every rollout to the distillation path with weight 1 "
+            "help": "Route rollouts by correctness. False sends every rollout to the OPD path with weight 1 "
             "and no MLE term (plain on-policy distillation, the paper's OPD baseline)."
         },
     )
@@ -290,7 +290,7 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
     policy_surrogate: str = field(
         default="ppo",
         metadata={
-            "help": "Surrogate of the distillation path: 'ppo' (PPO clip with epsilon / epsilon_high) or 'dgpo' "
+            "help": "Surrogate of the OPD path: 'ppo' (PPO clip with epsilon / epsilon_high) or 'dgpo' "
             "(DGPO soft clip with dgpo_n / dgpo_m)."
         },
     )
@@ -311,11 +311,11 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
     )
     mle_coef: float = field(
         default=1.0,
-        metadata={"help": "Coefficient of the correct path's weighted MLE term (>= 0)."},
+        metadata={"help": "Coefficient of the MLE path's weighted MLE term (>= 0)."},
     )
     opd_coef: float = field(
         default=1.0,
-        metadata={"help": "Coefficient of the incorrect path's distillation term (>= 0)."},
+        metadata={"help": "Coefficient of the OPD path's distillation term (>= 0)."},
     )
     outcome_advantage_coef: float = field(
         default=0.0,
@@ -344,27 +344,27 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
                 ) from None
         super().__post_init__()
         self.check_nonfinite_updates()
+        self._check_types()
+        self._check_values()
+        self._check_grpo_fields()
 
-        def require(condition: bool, message: str) -> None:
-            if not condition:
-                raise ValueError(message)
-
-        def choice(name: str, allowed: tuple[str, ...]) -> None:
+    def _check_types(self) -> None:
+        for name in (
+            "teacher_model_name_or_path",
+            "teacher_model_revision",
+            "teacher_model_server_url",
+            "teacher_model_server_host",
+        ):
             value = getattr(self, name)
-            require(value in allowed, f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}.")
-
-        def non_negative(name: str) -> None:
-            value = getattr(self, name)
-            require(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}.")
-
-        for name in ("teacher_model_name_or_path", "teacher_model_revision", "teacher_model_server_url",
-                     "teacher_model_server_host"):  # fmt: skip
-            value = getattr(self, name)
-            require(value is None or (isinstance(value, str) and value.strip() != ""),
-                    f"{name} must be None or a non-empty string, got {value!r}.")  # fmt: skip
-        require(self.teacher_model_init_kwargs is None or isinstance(self.teacher_model_init_kwargs, dict),
-                f"teacher_model_init_kwargs must be None or a dict of `from_pretrained` keyword arguments, got "
-                f"{self.teacher_model_init_kwargs!r}.")  # fmt: skip
+            _require(
+                value is None or (isinstance(value, str) and value.strip() != ""),
+                f"{name} must be None or a non-empty string, got {value!r}.",
+            )
+        _require(
+            self.teacher_model_init_kwargs is None or isinstance(self.teacher_model_init_kwargs, dict),
+            f"teacher_model_init_kwargs must be None or a dict of `from_pretrained` keyword arguments, got "
+            f"{self.teacher_model_init_kwargs!r}.",
+        )
         for name in (
             "routing",
             "use_student_weights",
@@ -373,31 +373,48 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
             "teacher_offload",
         ):
             value = getattr(self, name)
-            require(isinstance(value, bool), f"{name} must be True or False, got {value!r}.")
-        for name in ("teacher_temperature", "scope_tau", "correctness_threshold", "mle_coef", "opd_coef",
-                     "outcome_advantage_coef", "dgpo_n", "dgpo_m"):  # fmt: skip
+            _require(isinstance(value, bool), f"{name} must be True or False, got {value!r}.")
+        for name in (
+            "teacher_temperature",
+            "scope_tau",
+            "correctness_threshold",
+            "mle_coef",
+            "opd_coef",
+            "outcome_advantage_coef",
+            "dgpo_n",
+            "dgpo_m",
+        ):
             value = getattr(self, name)
-            require(isinstance(value, (int, float)) and not isinstance(value, bool),
-                    f"{name} must be a number, got {type(value).__name__} {value!r}.")  # fmt: skip
-        require(
+            _require(
+                isinstance(value, (int, float)) and not isinstance(value, bool),
+                f"{name} must be a number, got {type(value).__name__} {value!r}.",
+            )
+
+    def _check_values(self) -> None:
+        _require(
             math.isfinite(self.teacher_temperature) and self.teacher_temperature > 0,
             f"teacher_temperature must be > 0, got {self.teacher_temperature}.",
         )
         self._check_teacher_server()
-        require(
+        _require(
             math.isfinite(self.scope_tau) and self.scope_tau > 0,
             f"scope_tau must be > 0 (the paper sweeps 0.5, 1.0 and 2.0), got {self.scope_tau}.",
         )
-        require(math.isfinite(self.correctness_threshold), "correctness_threshold must be a finite number.")
-        choice("student_weight_direction", DIRECTIONS)
-        choice("teacher_weight_direction", DIRECTIONS)
-        choice("weight_normalization", NORMALIZATIONS)
-        choice("policy_surrogate", POLICY_SURROGATES)
-        choice("nonfinite_teacher_scores", NONFINITE_TEACHER_POLICIES)
-        choice("scope_loss_aggregation", SCOPE_AGGREGATIONS)
+        _require(math.isfinite(self.correctness_threshold), "correctness_threshold must be a finite number.")
+        for name, allowed in (
+            ("student_weight_direction", DIRECTIONS),
+            ("teacher_weight_direction", DIRECTIONS),
+            ("weight_normalization", NORMALIZATIONS),
+            ("policy_surrogate", POLICY_SURROGATES),
+            ("nonfinite_teacher_scores", NONFINITE_TEACHER_POLICIES),
+            ("scope_loss_aggregation", SCOPE_AGGREGATIONS),
+        ):
+            value = getattr(self, name)
+            _require(value in allowed, f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}.")
         for name in ("mle_coef", "opd_coef", "outcome_advantage_coef"):
-            non_negative(name)
-        require(
+            value = getattr(self, name)
+            _require(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}.")
+        _require(
             self.distillation_advantage_clip is None
             or (math.isfinite(self.distillation_advantage_clip) and self.distillation_advantage_clip > 0),
             f"distillation_advantage_clip must be None (no bound) or a number > 0, got {self.distillation_advantage_clip}.",
@@ -406,22 +423,24 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
         check_trust_region(self.epsilon, self.epsilon if self.epsilon_high is None else self.epsilon_high)
         if isinstance(self.correctness_reward, int) and not isinstance(self.correctness_reward, bool):
             self.correctness_reward = str(self.correctness_reward)
-        require(
+        _require(
             self.correctness_reward is None or isinstance(self.correctness_reward, str),
             f"correctness_reward must be a reward function's name or position, got {self.correctness_reward!r}.",
         )
 
-        require(
+    def _check_grpo_fields(self) -> None:
+        """GRPO fields whose meaning SCOPE restricts: a value copied from a GRPO config fails loudly."""
+        _require(
             self.loss_type == "dapo",
             f"loss_type={self.loss_type!r} does not apply to SCOPE, which owns its token aggregation: leave loss_type "
             f"at 'dapo' and choose scope_loss_aggregation among {', '.join(map(repr, SCOPE_AGGREGATIONS))}.",
         )
-        require(
+        _require(
             self.importance_sampling_level == "token",
             "importance_sampling_level must be 'token' for SCOPE: its distillation advantage is per token.",
         )
-        require(self.delta is None, f"delta={self.delta} (INTELLECT-2's ratio cap) is not supported by SCOPE.")
-        require(
+        _require(self.delta is None, f"delta={self.delta} (INTELLECT-2's ratio cap) is not supported by SCOPE.")
+        _require(
             not self.use_liger_kernel,
             "use_liger_kernel=True is not supported by SCOPETrainer: its loss is computed from TRL's fused LM head. "
             'Set use_liger_kernel=False (for fused layer kernels, use model_init_kwargs={"use_kernels": True}).',
@@ -441,12 +460,20 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
         if not (isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536):
             raise ValueError(f"teacher_model_server_port must be a port number (1-65535), got {port!r}.")
         timeout = self.teacher_model_server_timeout
-        if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and math.isfinite(timeout)
-                and timeout >= 0):  # fmt: skip
+        if not (
+            isinstance(timeout, (int, float))
+            and not isinstance(timeout, bool)
+            and math.isfinite(timeout)
+            and timeout >= 0
+        ):
             raise ValueError(f"teacher_model_server_timeout must be a number of seconds >= 0, got {timeout!r}.")
         timeout = self.teacher_model_server_request_timeout
-        if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and math.isfinite(timeout)
-                and timeout > 0):  # fmt: skip
+        if not (
+            isinstance(timeout, (int, float))
+            and not isinstance(timeout, bool)
+            and math.isfinite(timeout)
+            and timeout > 0
+        ):
             raise ValueError(f"teacher_model_server_request_timeout must be a number of seconds > 0, got {timeout!r}.")
         retries = self.teacher_model_server_max_retries
         if not (isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0):
@@ -469,3 +496,8 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
                 "returns the raw log-probs of the prompt tokens, before any temperature. Use teacher_temperature=1.0, "
                 "or an in-process teacher (no teacher_model_server_url / teacher_model_server_host)."
             )
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)

@@ -47,6 +47,19 @@ from .losses import LOG_RATIO_CLAMP
 
 
 CPU = torch.device("cpu")
+# The inputs of a vision-language batch that the student's forward takes besides the token ids (TRL 1.16's names).
+MULTIMODAL_KEYS = (
+    "pixel_values",
+    "image_grid_thw",
+    "num_images",
+    "pixel_attention_mask",
+    "spatial_shapes",
+    "num_tiles",
+    "image_sizes",
+    "token_type_ids",
+    "mm_token_type_ids",
+    "image_position_ids",
+)
 
 
 def sequence_advantages(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -302,18 +315,6 @@ class SurrogateGRPOTrainer(GRPOTrainer):
         attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
         mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
 
-        multimodal_keys = (
-            "pixel_values",
-            "image_grid_thw",
-            "num_images",
-            "pixel_attention_mask",
-            "spatial_shapes",
-            "num_tiles",
-            "image_sizes",
-            "token_type_ids",
-            "mm_token_type_ids",
-            "image_position_ids",
-        )
         per_token_logps, entropies, aux_loss = self._get_per_token_logps_and_entropies(
             model,
             input_ids,
@@ -321,7 +322,7 @@ class SurrogateGRPOTrainer(GRPOTrainer):
             completion_ids.size(1),
             compute_entropy=True,
             compute_aux_loss=self.aux_loss_enabled,
-            **{key: inputs.get(key) for key in multimodal_keys},
+            **{key: inputs.get(key) for key in MULTIMODAL_KEYS},
         )
 
         entropy_mask = None

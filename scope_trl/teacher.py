@@ -382,6 +382,28 @@ def unpadded_sequences(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _served_teacher(
+    name: str | None, args, accelerator, check: TokenizerCheck, student_vocab_size: int, filler_id: int
+) -> ServedTeacher:
+    """The teacher on the vLLM server of `args`, checked against the student as far as its name allows."""
+    config = _served_teacher_config(name, args)
+    vocab_size = config.get_text_config().vocab_size if config is not None else None
+    served = ServedTeacher(
+        args.teacher_server_base_url,
+        startup_timeout=args.teacher_model_server_timeout,
+        request_timeout=args.teacher_model_server_request_timeout,
+        max_retries=args.teacher_model_server_max_retries,
+        vocab_size=vocab_size if vocab_size is not None else student_vocab_size,
+        filler_id=filler_id,
+        accelerator=accelerator,
+    )
+    served.name = name or served.model_name
+    if vocab_size is not None:
+        check.vocabulary(served.name, vocab_size)
+    check.tokenizer_files(served.name, vocab_checked=vocab_size is not None)
+    return served
+
+
 def load_teacher(
     teacher: str | PreTrainedModel | None, args, accelerator, student, tokenizer, logps_fn: LogProbFunction
 ) -> Teacher:
@@ -400,24 +422,8 @@ def load_teacher(
     student_rows = student.config.get_text_config().vocab_size
     filler_id = getattr(student_tokenizer, "pad_token_id", None) or 0
     check = TokenizerCheck(student, student_tokenizer, args)
-    server_url = args.teacher_server_base_url
-    if server_url is not None:
-        config = _served_teacher_config(teacher, args)
-        vocab_size = config.get_text_config().vocab_size if config is not None else None
-        served = ServedTeacher(
-            server_url,
-            startup_timeout=args.teacher_model_server_timeout,
-            request_timeout=args.teacher_model_server_request_timeout,
-            max_retries=args.teacher_model_server_max_retries,
-            vocab_size=vocab_size if vocab_size is not None else len(student_tokenizer),
-            filler_id=filler_id,
-            accelerator=accelerator,
-        )
-        served.name = teacher or served.model_name
-        if vocab_size is not None:
-            check.vocabulary(served.name, vocab_size)
-        check.tokenizer_files(served.name, vocab_checked=vocab_size is not None)
-        return served
+    if args.teacher_server_base_url is not None:
+        return _served_teacher(teacher, args, accelerator, check, len(student_tokenizer), filler_id)
 
     name_or_path = teacher
     if isinstance(teacher, str):
@@ -502,15 +508,44 @@ def weights_fingerprint(name_or_path) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def check_resumed_teacher(checkpoint: str, record_name: str, record: dict, args) -> None:
-    """Refuse to resume from `checkpoint` with another teacher than the one its `record_name` file names (unless
-    `args.allow_teacher_change`).
+# The file in every checkpoint (and beside the final model) that says which teacher trained it.
+TEACHER_RECORD_NAME = "scope_teacher.json"
+
+
+def teacher_record(teacher: Teacher, args) -> dict:
+    """What identifies the teacher, written into every checkpoint (`TEACHER_RECORD_NAME`) and the model card."""
+    placement = teacher.record()
+    record = {"name_or_path": teacher.name, "revision": args.teacher_model_revision}
+    record.update(commit_hash=placement["commit_hash"], dtype=placement["dtype"])
+    record["fingerprint"] = weights_fingerprint(teacher.name)
+    record["temperature"] = args.teacher_temperature
+    if "server_url" in placement:
+        record["server_url"] = placement["server_url"]
+    return record
+
+
+def write_teacher_record(directory: str, record: dict) -> None:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, TEACHER_RECORD_NAME), "w") as f:
+        json.dump(record, f, indent=2)
+
+
+def teacher_card_section(record: dict) -> str:
+    """The model card's "Teacher" section: the record, one line per known field."""
+    lines = ["", "## Teacher", "", f"Trained by SCOPE with this teacher (also in `{TEACHER_RECORD_NAME}`):", ""]
+    lines += [f"- {key}: `{value}`" for key, value in record.items() if value is not None]
+    return "\n".join(lines) + "\n"
+
+
+def check_resumed_teacher(checkpoint: str, record: dict, args) -> None:
+    """Refuse to resume from `checkpoint` with another teacher than the one its `TEACHER_RECORD_NAME` file names
+    (unless `args.allow_teacher_change`).
 
     A teacher loaded from a local directory is identified by its weights (`weights_fingerprint`): the same checkpoint
     under another path, or on another machine, is the same teacher. Otherwise the name or path, the revision and the
     resolved commit are compared where both sides know them.
     """
-    path = os.path.join(checkpoint, record_name)
+    path = os.path.join(checkpoint, TEACHER_RECORD_NAME)
     if not os.path.isfile(path):
         return  # a checkpoint written before teachers were recorded (or by another trainer): nothing to compare
     with open(path) as f:

@@ -66,8 +66,18 @@ class LocalVLLMServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.arguments = ["--dtype", dtype, "--max-model-len", str(max_model_len), "--enforce-eager", *extra_args]
-        self.command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-                        *self.arguments, "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
+        self.command = [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(model_dir),
+            *self.arguments,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         self.env = {
             **os.environ,
             "VLLM_CPU_KVCACHE_SPACE": str(KV_CACHE_GIB),
@@ -102,9 +112,15 @@ class LocalVLLMServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
-                                            preexec_fn=in_child)  # fmt: skip
+            self.process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=in_child,
+            )
         self.group = self.process.pid  # the session leader's pid is its process group's id
         atexit.register(self.stop)
         try:

@@ -1,17 +1,21 @@
-r"""SCOPE's Dual-Path Adaptive Weighting (DPAW), as a pure tensor function.
+r"""SCOPE's Dual-Path Adaptive Weighting (DPAW) and per-token advantages, as pure tensor functions.
 
 SCOPE (Zheng, Ma, Liang et al., "SCOPE: Signal-Calibrated On-Policy Distillation Enhancement with Dual-Path Adaptive
 Weighting", arXiv 2604.10688) routes each rollout of a prompt group by its verifier reward and weights it within its
 subset of the group:
 
-    correct path (Eq. 4):    w_i^stu = softmax_{j ∈ Ω_c}( -ℓ_S(j) / τ )_i  ∝ PPL_S(y_i)^{+1/τ}
-    incorrect path (Eq. 5):  w_i^tea = softmax_{j ∈ Ω_w}( +ℓ_T(j) / τ )_i  ∝ PPL_T(y_i)^{-1/τ}
+    MLE path (Eq. 4):  w_i^stu = softmax_{j ∈ Ω_c}( -ℓ_S(j) / τ )_i  ∝ PPL_S(y_i)^{+1/τ}
+    OPD path (Eq. 5):  w_i^tea = softmax_{j ∈ Ω_w}( +ℓ_T(j) / τ )_i  ∝ PPL_T(y_i)^{-1/τ}
 
-with ℓ the mean token log-probability of the rollout's completion (student behaviour log-probs for ℓ_S, teacher
+with ℓ the mean token log-probability of the rollout's completion (the student's old log-probs π_old for ℓ_S, teacher
 log-probs on the student's tokens for ℓ_T). The project's decisions (docs/scope.md, Decisions): the
 paper's directions by default, one flag per path to reverse it (the released scripts reverse the student path), mean-1
 scaling within each subset by default (the official code; a singleton gets 1.0), the paper's sum-1 form as an option,
 no gradient through the weights.
+
+From the weights to what the loss reads: `path_weights` (DPAW with routing, 1 per OPD-path rollout without),
+`distillation_signal` (log π_T − log π_old per token) and `per_token_advantages` (the weight on the MLE path, weight ×
+signal on the OPD path). `SCOPETrainer` gathers the inputs over processes and calls these.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def dual_path_weights(
     r"""DPAW weight of every rollout (SCOPE paper, Eq. 4 and Eq. 5).
 
     Args:
-        student_seq_logps: (N,) mean token log-prob ℓ_S of each rollout under the student's behaviour policy.
+        student_seq_logps: (N,) mean token log-prob ℓ_S of each rollout under the student's sampling policy π_old.
         teacher_seq_logps: (N,) mean token log-prob ℓ_T of each rollout under the teacher. Only read on incorrect
             rollouts (any value, NaN included, may stand elsewhere).
         correct: (N,) bool, the verifier's verdict.
@@ -65,7 +69,7 @@ def dual_path_weights(
         tau: DPAW temperature, > 0.
         valid: (N,) bool or None (all valid). Invalid rollouts (e.g. the verifier returned None) get weight 0 and are
             not members of any subset.
-        student_direction / teacher_direction: `"paper"` (correct path favours high student perplexity; incorrect
+        student_direction / teacher_direction: `"paper"` (the MLE path favours high student perplexity; the OPD
             path favours low teacher perplexity) or `"reversed"`.
         normalization: `"mean"` (weights of a subset average to 1: ×|subset|, the official code) or `"sum"` (the
             paper's softmax, summing to 1). A singleton subset gets 1.0 either way.
@@ -103,3 +107,50 @@ def dual_path_weights(
     student_weights = _subset_softmax_weights(student_logits, correct_members, normalization, use_student_weights)
     teacher_weights = _subset_softmax_weights(teacher_logits, incorrect_members, normalization, use_teacher_weights)
     return (student_weights + teacher_weights).reshape(-1)
+
+
+def distillation_signal(
+    teacher_logps: torch.Tensor, old_per_token_logps: torch.Tensor, clip: float | None = None
+) -> torch.Tensor:
+    r"""The per-token distillation signal log π_T(y_t) − log π_old(y_t) on the student's sampled tokens (SCOPE paper,
+    Eq. 3: the negative of the sampled-token reverse-KL estimate), bounded to ±`clip` when given
+    (`distillation_advantage_clip`, off by default as in the paper).
+
+    Shapes: `teacher_logps`, `old_per_token_logps` and the result (B, T).
+    """
+    signal = teacher_logps - old_per_token_logps
+    return signal if clip is None else signal.clamp(-clip, clip)
+
+
+def path_weights(
+    student_seq_logps: torch.Tensor,
+    teacher_seq_logps: torch.Tensor,
+    mle: torch.Tensor,
+    opd: torch.Tensor,
+    group_size: int,
+    routing: bool = True,
+    **options,
+) -> torch.Tensor:
+    r"""The weight of every rollout on its path: DPAW's (`dual_path_weights`, with `options` its keyword arguments:
+    `tau`, the directions, the normalisation, `use_*_weights`) with routing; 1 for every OPD-path rollout without
+    (plain OPD); 0 on excluded rollouts either way.
+
+    Shapes: every tensor argument and the result (N,), N a multiple of `group_size`; `mle` and `opd` bool, disjoint.
+    """
+    if not routing:
+        return opd.float()
+    return dual_path_weights(student_seq_logps, teacher_seq_logps, mle, group_size, valid=mle | opd, **options)
+
+
+def per_token_advantages(
+    weights: torch.Tensor, signal: torch.Tensor, mle: torch.Tensor, opd: torch.Tensor
+) -> torch.Tensor:
+    r"""SCOPE's per-token advantage of each rollout (SCOPE paper, Eq. 6): its weight w^stu on every token of an
+    MLE-path rollout (the loss is −w^stu · log π_θ), w^tea · (log π_T − log π_old) on an OPD-path rollout, 0 on an
+    excluded one. Constant over the micro-batches and iterations of a generation batch.
+
+    Shapes: `weights`, `mle`, `opd` (B,); `signal` (`distillation_signal`) and the result (B, T).
+    """
+    distilled = weights.unsqueeze(1) * signal
+    reinforced = weights.unsqueeze(1).expand_as(distilled)
+    return torch.where(mle.unsqueeze(1), reinforced, torch.where(opd.unsqueeze(1), distilled, 0.0))

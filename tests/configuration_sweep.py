@@ -163,8 +163,15 @@ def covering_array(trainer: str, rows: int, seed: int = 0, candidates: int = 30)
 
 
 # The factors the validity rules read besides the pinned pair; every other factor combines freely.
-RULED_FACTORS = ("per_device_train_batch_size", "per_device_eval_batch_size", "num_generations",
-                 "num_generations_eval", "steps_per_generation", "teacher", "teacher_temperature")  # fmt: skip
+RULED_FACTORS = (
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "num_generations",
+    "num_generations_eval",
+    "steps_per_generation",
+    "teacher",
+    "teacher_temperature",
+)
 
 
 def uncovered_pairs(trainer: str, rows: list[dict]) -> set:
@@ -249,7 +256,7 @@ REQUIRED_STEP_METRICS = {
         "clip_ratio/region_mean",
         "nonfinite/skipped_steps",
         "nonfinite/scaler_skipped_steps",
-    },  # fmt: skip
+    },
     "scope": {
         "loss",
         "grad_norm",
@@ -259,7 +266,7 @@ REQUIRED_STEP_METRICS = {
         "scope/opd_loss",
         "nonfinite/skipped_steps",
         "nonfinite/scaler_skipped_steps",
-    },  # fmt: skip
+    },
 }
 # Token means, undefined at a step without any loss token (every rollout truncated under `mask_truncated_completions`).
 UNDEFINED_WITHOUT_TOKENS = {"entropy", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean"}
@@ -274,7 +281,7 @@ REQUIRED_GENERATION_METRICS = {
         "scope/frac_excluded",
         "scope/frac_nonfinite_teacher",
         "teacher/score_time",
-    },  # fmt: skip
+    },
 }
 REQUIRED_EVAL_METRICS = {
     "grpo": {"eval_loss", "eval_reward"},
@@ -314,7 +321,7 @@ def training_state(trainer) -> dict:
         "parameters": {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad},
         "optimizer": {
             k: {n: v.clone() if torch.is_tensor(v) else v for n, v in s.items()} for k, s in optimizer["state"].items()
-        },  # fmt: skip
+        },
         "scheduler": trainer.lr_scheduler.state_dict(),
     }
 
@@ -361,7 +368,7 @@ def build(trainer: str, combo: dict, paths: dict, output_dir: str, server_url: s
     from trl import GRPOTrainer
 
     from scope_trl import DGPOTrainer, SCOPETrainer
-    from scope_trl.toy import contains_digit_reward, digit_fraction_reward
+    from scope_trl.apps.toy import contains_digit_reward, digit_fraction_reward
 
     trainer_class = {"grpo": GRPOTrainer, "dgpo": DGPOTrainer, "scope": SCOPETrainer}[trainer]
     # SCOPE routes on a verdict (binary); GRPO's advantages need rewards that differ within a group (dense).
@@ -410,16 +417,19 @@ def _record_signal(trainer) -> None:
 
 def _record_weights(trainer) -> None:
     """Keep every generation batch's routes and live weights (global view: one process)."""
-    original = trainer._weigh_generation_batch
+    original = trainer._weight_generation_batch
 
-    def recording(scored, behaviour_logps):
-        weighed = original(scored, behaviour_logps)
-        trainer._sweep_batches.append(
-            (scored.mode, scored.group_size, weighed["scope_path"].clone(), weighed["scope_weight"].clone())
+    def recording(scored, old_per_token_logps):
+        weighted = original(scored, old_per_token_logps)
+        mode, group_size = (
+            ("train", trainer.num_generations) if trainer.model.training else ("eval", trainer.num_generations_eval)
         )
-        return weighed
+        trainer._sweep_batches.append(
+            (mode, group_size, weighted["scope_route"].clone(), weighted["scope_weight"].clone())
+        )
+        return weighted
 
-    trainer._weigh_generation_batch = recording
+    trainer._weight_generation_batch = recording
 
 
 def _poison_teacher(trainer) -> None:
@@ -537,19 +547,19 @@ def check_metrics(trainer: str, history: list[dict], tokenless: set[int]) -> Non
 def check_weights(combo: dict, batches: list) -> None:
     """SCOPE's live weights: per prompt group and routed subset, mean 1 (sum 1 under "sum"); 0 on excluded rollouts;
     1 for every member of a path whose weights are off, and everywhere without routing."""
-    from scope_trl.scope_trainer import CORRECT, EXCLUDED, INCORRECT
+    from scope_trl.routing import EXCLUDED, MLE, OPD
 
     assert batches, "no generation batch was weighted"
     for mode, group_size, path, weight in batches:
         assert (weight[path == EXCLUDED] == 0).all(), f"{mode}: an excluded rollout has weight {weight}"
         for group_path, group_weight in zip(path.view(-1, group_size), weight.view(-1, group_size), strict=True):
-            for route in (CORRECT, INCORRECT):
+            for route in (MLE, OPD):
                 members = group_weight[group_path == route]
                 if not members.numel():
                     continue
-                weighted = combo["use_student_weights"] if route == CORRECT else combo["use_teacher_weights"]
+                weighted = combo["use_student_weights"] if route == MLE else combo["use_teacher_weights"]
                 if not combo["routing"] or not weighted:  # every member weighs 1
-                    assert combo["routing"] or route == INCORRECT, (mode, route)
+                    assert combo["routing"] or route == OPD, (mode, route)
                     assert torch.equal(members, torch.ones_like(members)), f"{mode}: subset weights {members}"
                     continue
                 total = members.sum().item()

@@ -15,7 +15,7 @@ SHARED_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 @pytest.fixture(scope="session")
 def toy_paths(tmp_path_factory):
     """Paths of the tiny tokenizer, student (hidden 16) and teacher (hidden 32), all sharing one tokenizer."""
-    from scope_trl.toy import build_toy_testbed
+    from scope_trl.apps.toy import build_toy_testbed
 
     return build_toy_testbed(tmp_path_factory.mktemp("toy"))
 
@@ -23,7 +23,7 @@ def toy_paths(tmp_path_factory):
 @pytest.fixture(scope="session")
 def vllm_toy_paths(tmp_path_factory):
     """The test bed with the head size vLLM's CPU backend accepts: student hidden 128, teacher hidden 256."""
-    from scope_trl.toy import build_toy_testbed
+    from scope_trl.apps.toy import build_toy_testbed
 
     return build_toy_testbed(tmp_path_factory.mktemp("vllm_toy"), vllm_compatible=True)
 
@@ -82,6 +82,6 @@ def teacher_path(toy_paths):
 @pytest.fixture
 def toy_dataset():
     """16 conversational arithmetic prompts with a `solution` column."""
-    from scope_trl.toy import make_arithmetic_dataset
+    from scope_trl.apps.toy import make_arithmetic_dataset
 
     return make_arithmetic_dataset(16, seed=0)

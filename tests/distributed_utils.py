@@ -136,6 +136,13 @@ def _run_once(cmd: list[str], port: int, timeout: float) -> tuple[int, str, str]
     return proc.returncode, stdout, stderr
 
 
+def accelerate_command(config: str, port: int, script: Path | str, *args: str, accelerate_args=()) -> list[str]:
+    """`python -m accelerate.commands.launch --config_file accelerate_configs/<config> ... <script> <args>`."""
+    config_file = CONFIG_DIR / (config if config.endswith(".yaml") else f"{config}.yaml")
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file)]
+    return [*launcher, "--main_process_port", str(port), *accelerate_args, str(script), *args]
+
+
 def launch_script(
     script: Path,
     config: str,
@@ -147,18 +154,7 @@ def launch_script(
     """Run `script` under `accelerate launch --config_file accelerate_configs/<config>`; return the JSON report it
     writes at `result_path` (which `script_args` must tell it about)."""
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(CONFIG_DIR / config),
-        "--main_process_port",
-        str(port),
-        *accelerate_args,
-        str(script),
-        *script_args,
-    ]
+    cmd = accelerate_command(config, port, script, *script_args, accelerate_args=accelerate_args)
     stdout, stderr = run_command(cmd, port, timeout)
     output = f"--- stdout (tail) ---\n{tail(stdout)}\n--- stderr (tail) ---\n{tail(stderr)}"
     assert result_path.is_file(), f"The script did not write {result_path}\n{output}"

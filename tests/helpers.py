@@ -117,7 +117,7 @@ def per_token_logps_grad(trainer, inputs):
 def build_trainer(trainer_class, model, dataset, tmp_path, reward_funcs=None, teacher=None, **overrides):
     """A DGPOTrainer or SCOPETrainer (with `teacher`) on the tiny config, construction warnings silenced."""
     from scope_trl import DGPOConfig, DGPOTrainer, SCOPEConfig, SCOPETrainer
-    from scope_trl.toy import contains_digit_reward
+    from scope_trl.apps.toy import contains_digit_reward
 
     assert trainer_class in (DGPOTrainer, SCOPETrainer), trainer_class
     config_class = SCOPEConfig if trainer_class is SCOPETrainer else DGPOConfig

@@ -1,4 +1,4 @@
-"""Bad input gets a clear error before training, or a documented safe behaviour (issue 12 §2; the bad-input table
+"""Bad input gets a clear error before training, or a documented safe behaviour (the bad-input table
 of docs/reliability.md names each case and its test, here or in the test files it points to)."""
 
 import dataclasses
@@ -9,7 +9,7 @@ import pytest
 from trl import GRPOConfig
 
 from scope_trl import DGPOConfig, DGPOTrainer, SCOPEConfig, SCOPETrainer
-from scope_trl.toy import boxed_answer_reward, contains_digit_reward
+from scope_trl.apps.toy import boxed_answer_reward, contains_digit_reward
 
 from . import test_dgpo_config, test_scope_config
 from .helpers import build_trainer, logged, snapshot, tiny_args
@@ -52,11 +52,17 @@ def test_output_dir_is_the_first_positional_argument(config_class):
 
 def test_a_missing_student_or_teacher_path_is_named(student_path, teacher_path, toy_dataset, tmp_path):
     missing = str(tmp_path / "no-such-model")
-    with pytest.raises(FileNotFoundError, match=r"The student '.*no-such-model' \(model\) does not exist on this "
-                       r"machine.*Hub id of the form"):  # fmt: skip
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"The student '.*no-such-model' \(model\) does not exist on this "
+        r"machine.*Hub id of the form",
+    ):
         build(DGPOTrainer, missing, toy_dataset, tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"The teacher '.*no-such-model' \(teacher_model / "
-                       r"teacher_model_name_or_path\) does not exist"):  # fmt: skip
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"The teacher '.*no-such-model' \(teacher_model / "
+        r"teacher_model_name_or_path\) does not exist",
+    ):
         build(SCOPETrainer, student_path, toy_dataset, tmp_path, teacher=missing)
     weights = str(next(p for p in __import__("pathlib").Path(teacher_path).iterdir() if p.suffix == ".safetensors"))
     with pytest.raises(ValueError, match=r"The teacher '.*\.safetensors' .* is a file; pass the directory"):
@@ -65,8 +71,11 @@ def test_a_missing_student_or_teacher_path_is_named(student_path, teacher_path, 
 
 def test_a_hub_teacher_that_cannot_load_offline_is_named(student_path, toy_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(OSError, match=r"Could not load the teacher 'no-org/no-such-teacher' "
-                       r"\(teacher_model_name_or_path\): HF_HUB_OFFLINE is set"):  # fmt: skip
+    with pytest.raises(
+        OSError,
+        match=r"Could not load the teacher 'no-org/no-such-teacher' "
+        r"\(teacher_model_name_or_path\): HF_HUB_OFFLINE is set",
+    ):
         build(SCOPETrainer, student_path, toy_dataset, tmp_path, teacher="no-org/no-such-teacher")
 
 
@@ -102,11 +111,15 @@ def test_a_failure_after_the_student_loaded_is_not_blamed_on_it(
 
 
 @pytest.mark.parametrize("trainer_class", [DGPOTrainer, SCOPETrainer])
-def test_a_dataset_without_a_prompt_column_is_refused(trainer_class, student_path, teacher_path, toy_dataset,
-                                                      tmp_path):  # fmt: skip
+def test_a_dataset_without_a_prompt_column_is_refused(
+    trainer_class, student_path, teacher_path, toy_dataset, tmp_path
+):
     renamed = toy_dataset.rename_column("prompt", "question")
-    with pytest.raises(ValueError, match=r"The training dataset has no 'prompt' column \(its columns: \['question', "
-                       r"'solution'\]\).*rename_column\('question', 'prompt'\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"The training dataset has no 'prompt' column \(its columns: \['question', "
+        r"'solution'\]\).*rename_column\('question', 'prompt'\)",
+    ):
         build(trainer_class, student_path, renamed, tmp_path, teacher=teacher_path)
 
 
@@ -124,12 +137,22 @@ def test_an_evaluation_dataset_without_a_prompt_column_is_refused(student_path, 
 
 
 @pytest.mark.parametrize("trainer_class", [DGPOTrainer, SCOPETrainer])
-def test_a_reward_needing_a_missing_column_is_refused(trainer_class, student_path, teacher_path, toy_dataset,
-                                                      tmp_path):  # fmt: skip
-    with pytest.raises(ValueError, match=r"The reward function 'boxed_answer_reward' needs the argument\(s\) "
-                       r"\['solution'\], .* the training dataset has only \['prompt'\]"):  # fmt: skip
-        build(trainer_class, student_path, toy_dataset.remove_columns("solution"), tmp_path,
-              reward_funcs=boxed_answer_reward, teacher=teacher_path)  # fmt: skip
+def test_a_reward_needing_a_missing_column_is_refused(
+    trainer_class, student_path, teacher_path, toy_dataset, tmp_path
+):
+    with pytest.raises(
+        ValueError,
+        match=r"The reward function 'boxed_answer_reward' needs the argument\(s\) "
+        r"\['solution'\], .* the training dataset has only \['prompt'\]",
+    ):
+        build(
+            trainer_class,
+            student_path,
+            toy_dataset.remove_columns("solution"),
+            tmp_path,
+            reward_funcs=boxed_answer_reward,
+            teacher=teacher_path,
+        )
 
 
 def test_a_reward_asking_for_the_prompt_column_by_name_is_refused(student_path, toy_dataset, tmp_path):
@@ -154,13 +177,22 @@ def no_verdict_reward(completions, **kwargs):
 
 
 @pytest.mark.parametrize("trainer_class", [DGPOTrainer, SCOPETrainer])
-def test_every_verifier_call_returning_none_trains_nothing(trainer_class, student_path, teacher_path, toy_dataset,
-                                                           tmp_path):  # fmt: skip
+def test_every_verifier_call_returning_none_trains_nothing(
+    trainer_class, student_path, teacher_path, toy_dataset, tmp_path
+):
     """No verdict anywhere: TRL warns; DGPO's advantages are 0 (TRL's nansum gives reward 0 to every rollout of the
     group), SCOPE excludes every rollout and says once that the run trains nothing, naming the verifier. Either way
     the step is finite and moves no weight."""
-    trainer = build(trainer_class, student_path, toy_dataset, tmp_path, reward_funcs=no_verdict_reward,
-                    teacher=teacher_path, max_steps=2, steps_per_generation=1)  # fmt: skip
+    trainer = build(
+        trainer_class,
+        student_path,
+        toy_dataset,
+        tmp_path,
+        reward_funcs=no_verdict_reward,
+        teacher=teacher_path,
+        max_steps=2,
+        steps_per_generation=1,
+    )
     before = snapshot(trainer.model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -179,8 +211,16 @@ def test_every_verifier_call_returning_none_trains_nothing(trainer_class, studen
 def test_every_completion_truncated_trains_nothing_in_dgpo(student_path, toy_dataset, tmp_path):
     """With `mask_truncated_completions`, a batch of only truncated completions has no loss token: the loss is 0, not
     0/0 (SCOPE's case is in tests/test_scope_robustness.py)."""
-    trainer = build(DGPOTrainer, student_path, toy_dataset, tmp_path, reward_funcs=contains_digit_reward,
-                    max_completion_length=2, mask_truncated_completions=True, max_steps=2)  # fmt: skip
+    trainer = build(
+        DGPOTrainer,
+        student_path,
+        toy_dataset,
+        tmp_path,
+        reward_funcs=contains_digit_reward,
+        max_completion_length=2,
+        mask_truncated_completions=True,
+        max_steps=2,
+    )
     before = snapshot(trainer.model)
     with pytest.warns(UserWarning, match="every completion reached max_completion_length=2"):
         trainer.train()
@@ -201,8 +241,10 @@ def test_an_unknown_recipe_key_is_named_with_the_nearest_field(tmp_path, capsys)
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("teacher_modle_name_or_path: some/teacher\nscope_tau: 1.0\nno_such_option_at_all: 3\n")
-    message = (r"Unknown key\(s\) in the config file .*recipe.yaml: 'teacher_modle_name_or_path' \(did you mean "
-               r"'teacher_model_name_or_path'\?\), 'no_such_option_at_all'\. .*--help` lists them")  # fmt: skip
+    message = (
+        r"Unknown key\(s\) in the config file .*recipe.yaml: 'teacher_modle_name_or_path' \(did you mean "
+        r"'teacher_model_name_or_path'\?\), 'no_such_option_at_all'\. .*--help` lists them"
+    )
     with pytest.raises(ValueError, match=message):
         parse_script_arguments(make_parser(prog="scope-trl scope"), ["--config", str(recipe)])
     for launch in ([], ["--accelerate_config", "cpu"]):  # in process; before `accelerate launch` starts any process

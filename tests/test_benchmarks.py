@@ -18,8 +18,11 @@ def test_step_time_benchmark_smoke(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, script, "--smoke", "--output-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "step_time_smoke.json").read_text())
     rows = record["rows"]
@@ -34,8 +37,15 @@ def test_step_time_benchmark_smoke(tmp_path):
         assert (phases["reward"] > 0) == (key != "distillation")  # the distillation trainer has no reward
         assert run["old_forwards_per_generation"] == 0  # on-policy (1 step per generation): TRL computes no π_old
     teacher_rows = {key: row["repeats"][0]["teacher_rows_per_generation"] for key, row in rows.items()}
-    assert teacher_rows == {"grpo": 0, "dgpo": 0, "scope": 2, "scope_no_routing": 4, "distillation": 4,
-                            "scope_acc0": 4, "scope_acc100": 0}  # fmt: skip
+    assert teacher_rows == {
+        "grpo": 0,
+        "dgpo": 0,
+        "scope": 2,
+        "scope_no_routing": 4,
+        "distillation": 4,
+        "scope_acc0": 4,
+        "scope_acc100": 0,
+    }
     for key in ("scope", "scope_no_routing", "distillation", "scope_acc0"):
         assert rows[key]["repeats"][0]["phases"]["teacher"] > 0, key
     assert rows["scope_acc100"]["repeats"][0]["teacher_forward"] == 0  # no teacher forward at all (not a timing)
@@ -49,10 +59,24 @@ def test_step_time_benchmark_smoke(tmp_path):
 
     # Off-policy (2 steps per generation), in its own process: TRL computes π_old and SCOPE reuses it.
     result = subprocess.run(
-        [sys.executable, script, "--smoke", "--steps-per-generation", "2", "--rows", "scope", "--isolation", "process",
-         "--output-dir", str(tmp_path / "off_policy")],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            script,
+            "--smoke",
+            "--steps-per-generation",
+            "2",
+            "--rows",
+            "scope",
+            "--isolation",
+            "process",
+            "--output-dir",
+            str(tmp_path / "off_policy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = json.loads((tmp_path / "off_policy" / "step_time_smoke.json").read_text())["rows"]["scope"]["repeats"]
     assert run["old_forwards_per_generation"] == 1 and run["phases"]["old_forward"] > 0
@@ -67,10 +91,20 @@ def test_step_time_benchmark_smoke_with_a_vllm_teacher(tmp_path):
     """The vLLM row against a real vLLM server (its CPU build, started once, ~1 min of this test): the teacher phase is
     the HTTP round trip, and the server and every row's trainer are pinned to disjoint cores."""
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "benchmarks", "step_time.py"), "--smoke", "--rows",
-         "grpo,scope_vllm_teacher", "--output-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            os.path.join(REPO, "benchmarks", "step_time.py"),
+            "--smoke",
+            "--rows",
+            "grpo,scope_vllm_teacher",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     record = json.loads((tmp_path / "step_time_smoke.json").read_text())
     rows, settings, server = record["rows"], record["settings"], record["teacher_server"]
@@ -167,8 +201,11 @@ def test_soak_checks_catch_a_leak_a_nan_and_a_slowdown():
 def test_soak_benchmark_smoke(tmp_path):
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "benchmarks", "soak.py"), "--smoke", "--output-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     import json
 
@@ -184,9 +221,18 @@ def test_soak_benchmark_smoke(tmp_path):
 
 def test_teacher_memory_benchmark_smoke(tmp_path):
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "benchmarks", "teacher_memory.py"), "--smoke", "--output-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            os.path.join(REPO, "benchmarks", "teacher_memory.py"),
+            "--smoke",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     import json
 
@@ -214,8 +260,10 @@ def test_teacher_memory_checks():
     module = load_script("teacher_memory")
 
     def rows(ours, naive):
-        return [{"length": n, "ours_mib": o, "naive_mib": v, "ratio": v / o, "max_abs_difference": 0.0}
-                for n, o, v in zip((1024, 8192), ours, naive)]  # fmt: skip
+        return [
+            {"length": n, "ours_mib": o, "naive_mib": v, "ratio": v / o, "max_abs_difference": 0.0}
+            for n, o, v in zip((1024, 8192), ours, naive)
+        ]
 
     assert all(c["passed"] for c in module.checks(rows((100, 500), (1000, 8000))).values())
     assert not module.checks(rows((100, 900), (1000, 8000)))["ratio_at_longest"]["passed"]  # 8.9x < 10x

@@ -71,7 +71,7 @@ def test_demo_smoke_runs_dgpo(tmp_path, monkeypatch):
 
 def test_demo_distillation_advantage_clip_reaches_the_config(tmp_path, monkeypatch):
     """`--distillation-advantage-clip` reaches SCOPEConfig's field; unset, the paper's method (None) runs."""
-    import scope_trl.miniatures.pipeline as pipeline
+    import scope_trl.apps.miniatures.pipeline as pipeline
 
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
     seen = []
@@ -84,8 +84,21 @@ def test_demo_distillation_advantage_clip_reaches_the_config(tmp_path, monkeypat
 
     monkeypatch.setattr(pipeline, "make_trainer", spy)
     assert main(["demo", "--smoke", "--max-steps", "1", "--output-dir", str(tmp_path / "a")]) == 0
-    assert main(["demo", "--smoke", "--max-steps", "1", "--output-dir", str(tmp_path / "b"),
-                 "--distillation-advantage-clip", "1.5"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "demo",
+                "--smoke",
+                "--max-steps",
+                "1",
+                "--output-dir",
+                str(tmp_path / "b"),
+                "--distillation-advantage-clip",
+                "1.5",
+            ]
+        )
+        == 0
+    )
     assert seen == [None, 1.5]
 
 
@@ -93,8 +106,8 @@ def test_demo_help_states_the_demo_defaults():
     """The `(default: ...)` in each demo flag's help is the value `DemoSettings` really uses."""
     import re
 
+    from scope_trl.apps.demo import DemoSettings
     from scope_trl.cli import make_parser
-    from scope_trl.demo import DemoSettings
 
     demo_parser = make_parser()._subparsers._group_actions[0].choices["demo"]
     defaults = DemoSettings()
@@ -127,10 +140,20 @@ def test_console_script_is_installed():
 
 def test_quickstart_example_runs_offline(tmp_path):
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "examples", "dgpo_quickstart.py"), "--toy", "--max-steps", "2",
-         "--output-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            os.path.join(REPO, "examples", "dgpo_quickstart.py"),
+            "--toy",
+            "--max-steps",
+            "2",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "model.safetensors").exists()
 

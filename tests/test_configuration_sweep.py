@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from scope_trl.toy import make_arithmetic_dataset
+from scope_trl.apps.toy import make_arithmetic_dataset
 
 from . import configuration_sweep as sweep
 from .fake_vllm_server import FakeVLLMServer

@@ -10,8 +10,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
 
 from scope_trl import DGPOConfig, DGPOTrainer
+from scope_trl.apps.toy import digit_fraction_reward
 from scope_trl.losses import dgpo_surrogate
-from scope_trl.toy import digit_fraction_reward
 
 from .helpers import changed, hand_batch, logged, make_trainer, per_token_logps_grad, snapshot, tiny_args
 
@@ -127,8 +127,17 @@ def test_requires_a_dgpo_config_and_the_conversion_it_suggests_works(student_pat
         DGPOTrainer(model=student_path, reward_funcs=digit_fraction_reward, args=args, train_dataset=toy_dataset)
     converted = DGPOConfig.from_grpo_config(args, dgpo_n=2.0)
     assert isinstance(converted, DGPOConfig) and converted.dgpo_n == 2.0
-    for name in ("output_dir", "learning_rate", "num_iterations", "beta", "steps_per_generation", "max_steps",
-                 "generation_batch_size", "hub_token", "report_to"):  # fmt: skip
+    for name in (
+        "output_dir",
+        "learning_rate",
+        "num_iterations",
+        "beta",
+        "steps_per_generation",
+        "max_steps",
+        "generation_batch_size",
+        "hub_token",
+        "report_to",
+    ):
         assert getattr(converted, name) == getattr(args, name), name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -371,11 +380,23 @@ def test_mixture_of_experts_aux_loss(toy_paths, toy_dataset, tmp_path):
 
     tokenizer = AutoTokenizer.from_pretrained(toy_paths["tokenizer"])
     config = Qwen3MoeConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, moe_intermediate_size=16,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=4, num_experts=4,
-        num_experts_per_tok=2, decoder_sparse_step=1, router_aux_loss_coef=0.01, tie_word_embeddings=False,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        moe_intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=4,
+        num_experts=4,
+        num_experts_per_tok=2,
+        decoder_sparse_step=1,
+        router_aux_loss_coef=0.01,
+        tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
     torch.manual_seed(0)
     Qwen3MoeForCausalLM(config).save_pretrained(tmp_path / "moe")
     tokenizer.save_pretrained(tmp_path / "moe")

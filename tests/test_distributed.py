@@ -83,9 +83,16 @@ def test_deepspeed_stops_a_nonfinite_loss_before_its_engine_steps(student_path, 
     trainer reads the gradient norm: the loss is checked before that backward, so that the error's "the update was not
     applied" holds (here with 2 micro-batches per step, the first already back-propagated)."""
     report = launch(
-        "zero2_cpu.yaml", student_path, tmp_path,
-        "--gradient_accumulation_steps", "2", "--max_steps", "3", "--nonfinite_loss_at_step", "2",
-    )  # fmt: skip
+        "zero2_cpu.yaml",
+        student_path,
+        tmp_path,
+        "--gradient_accumulation_steps",
+        "2",
+        "--max_steps",
+        "3",
+        "--nonfinite_loss_at_step",
+        "2",
+    )
     summary = {key: value for key, value in report.items() if key != "log_history"}
     assert report["distributed_type"] == "DistributedType.DEEPSPEED" and report["global_step"] == 1, summary
     assert "optimizer step 2: the loss is not finite; the update was not applied" in report["nonfinite_error"], summary

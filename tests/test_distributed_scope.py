@@ -24,7 +24,7 @@ import math
 import pytest
 import torch
 
-from scope_trl.scope_trainer import CORRECT, INCORRECT
+from scope_trl.routing import MLE, OPD
 from scope_trl.teacher import unpadded_sequences
 from scope_trl.weights import dual_path_weights
 
@@ -136,13 +136,13 @@ def check_weights(batch):
     for rank, record in enumerate(batch):
         rows = slice(rank * local_rows, (rank + 1) * local_rows)
         assert record["scope_weight"] == expected[rows].tolist(), (rank, record["scope_weight"], expected.tolist())
-        assert record["scope_path"] == [CORRECT if c else INCORRECT for c in correct[rows]], (rank, correct)
+        assert record["scope_route"] == [MLE if c else OPD for c in correct[rows]], (rank, correct)
     return expected.tolist(), correct
 
 
 def check_teacher_scoring(batch, zero3: bool):
     """Which rows each process sent to the teacher, and in how many forward calls."""
-    incorrect = [[i for i, path in enumerate(record["scope_path"]) if path == INCORRECT] for record in batch]
+    incorrect = [[i for i, path in enumerate(record["scope_route"]) if path == OPD] for record in batch]
     padded = max(len(rows) for rows in incorrect)
     for record, rows in zip(batch, incorrect):
         assert record["score_rows"] == rows
@@ -212,8 +212,8 @@ def multi_cpu_run(toy_paths, tmp_path_factory):
 def test_straddling_groups_get_single_process_weights(multi_cpu_run):
     report, ranks = multi_cpu_run
     check_report(report, "MULTI_CPU", global_step=4)
-    # One on-policy micro-batch per generation batch: π_old came from the loss forward, weighed across processes there.
-    assert all(record["weighed_in_loss"] for records in ranks for record in records)
+    # One on-policy micro-batch per generation batch: π_old came from the loss forward, weighted across processes there.
+    assert all(record["weighted_in_loss"] for records in ranks for record in records)
     summaries = check_records(ranks, zero3=False)
 
     # Every group straddles the two processes: each holds 2 of the prompt's 4 rollouts.
@@ -267,8 +267,8 @@ def test_zero3_teacher_calls_match_when_a_process_has_nothing_to_distil(toy_path
     ]
     assert padded, f"No batch where process 0 had nothing to distil but still joined the teacher calls: {summaries}"
     for records in ranks[0]:  # process 0's rows are all correct and keep no teacher log-prob
-        assert set(records["scope_path"]) == {CORRECT}
-        assert records["local_teacher_seq_logps"] == [0.0] * len(records["scope_path"])
+        assert set(records["scope_route"]) == {MLE}
+        assert records["local_teacher_seq_logps"] == [0.0] * len(records["scope_route"])
 
 
 def test_zero3_end_to_end(toy_paths, tmp_path):
@@ -314,10 +314,12 @@ def test_zero3_with_the_teacher_on_a_server(toy_paths, tmp_path):
     for batch in generation_batches(ranks):
         check_weights(batch)  # includes: the incorrect rows, and only they, got (negative) teacher log-probs
         for record in batch:
-            rows = [i for i, path in enumerate(record["scope_path"]) if path == INCORRECT]
+            rows = [i for i, path in enumerate(record["scope_route"]) if path == OPD]
             assert record["score_rows"] == rows and record["teacher_calls"] == []
-            tensors = [torch.tensor(record[key])[rows] for key in
-                       ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")]  # fmt: skip
+            tensors = [
+                torch.tensor(record[key])[rows]
+                for key in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+            ]
             expected += unpadded_sequences(*tensors)[0]
     sent = [sequence for request in server.requests for sequence in request["prompt"]]
     assert sent and sorted(sent) == sorted(expected)

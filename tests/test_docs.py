@@ -45,8 +45,17 @@ def strip_code_blocks(text: str) -> str:
 
 def test_the_docs_folder_has_every_page():
     names = {path.name for path in PAGES}
-    assert {"scope.md", "dgpo.md", "recipes.md", "evaluation.md", "benchmarks.md", "reliability.md",
-            "development.md", "metrics.md", "README.md"} <= names  # fmt: skip
+    assert {
+        "scope.md",
+        "dgpo.md",
+        "recipes.md",
+        "evaluation.md",
+        "benchmarks.md",
+        "reliability.md",
+        "development.md",
+        "metrics.md",
+        "README.md",
+    } <= names
 
 
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
@@ -83,6 +92,33 @@ def test_named_repository_paths_exist(page):
             if not path.exists():
                 missing.append(token)
     assert not missing, missing
+
+
+SOURCES = sorted(
+    path
+    for folder in ("scope_trl", "tests", "benchmarks", "examples")
+    for path in (REPO / folder).rglob("*")
+    if path.suffix in (".py", ".yaml", ".md", ".toml") and "results" not in path.parts
+)
+# A repository path as code, tests and recipes name them in prose: `docs/scope.md`, scope_trl/weights.py, ...
+NOTES = re.compile("shared" + "/docs|_method" + r"\.md|landscape[\w-]*\.md")  # pieces: this file names none
+REFERENCE = re.compile(
+    r"(?<![\w/.-])((?:docs|scope_trl|tests|benchmarks|examples)/[\w./-]*\w\.(?:md|py|yaml|json|jsonl))"
+)
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=page_id)
+def test_code_and_tests_cite_only_what_the_repository_holds(source):
+    """A reader of the repository alone can follow every reference: each file a docstring or comment names exists,
+    nothing cites the team's notes outside the repository, and a section sign (§) belongs to a paper's section."""
+    text = source.read_text()
+    missing = [ref for ref in REFERENCE.findall(text) if not (REPO / ref).exists() and "*" not in ref]
+    assert not missing, missing
+    assert not NOTES.search(text), "the team's notes are not in the repository: say it here, or in docs/"
+    for line in text.splitlines():
+        if "\u00a7" in line:  # the section sign
+            assert "paper" in line.lower(), f"a section sign without its paper: {line.strip()}"
+    assert not re.search(r"\b[Ii]ssue \d+\b", text), "an issue of the tracker: say what it asked for instead"
 
 
 def python_snippets(page: Path) -> list[str]:
@@ -331,7 +367,7 @@ def _pi_old_case(config: dict) -> str:
         num_iterations=iterations,
         off_policy_mask_threshold=config.get("off_policy_mask_threshold"),
     )
-    if SCOPETrainer._behaviour_from_loss_forward(trainer):
+    if SCOPETrainer._old_logps_from_loss_forward(trainer):
         return "One on-policy micro-batch per generation batch"
     return "Several on-policy micro-batches per generation batch"
 
@@ -370,8 +406,11 @@ def test_every_deepmath_dataset_id_is_the_recipes():
     files += sorted((REPO / "scope_trl").rglob("*.py"))
     other = []
     for path in files:
-        other += [f"{page_id(path)}: {m}" for m in re.findall(r"[\w.-]+/DeepMath-103K", path.read_text())
-                  if m not in deepmath]  # fmt: skip
+        other += [
+            f"{page_id(path)}: {m}"
+            for m in re.findall(r"[\w.-]+/DeepMath-103K", path.read_text())
+            if m not in deepmath
+        ]
     assert not other, other
 
 
@@ -384,3 +423,38 @@ def test_metrics_md_says_why_teacher_kl_can_be_negative():
     assert "why-scopeteacher_kl-can-be-negative" in anchors(REPO / "docs" / "metrics.md")
     scope_md = re.sub(r"\s+", " ", (REPO / "docs" / "scope.md").read_text())
     assert "metrics.md#why-scopeteacher_kl-can-be-negative" in scope_md
+
+
+def _table_rows(path: Path, heading: str) -> list[list[str]]:
+    """The cells of the first Markdown table under `heading` in `path`."""
+    section = path.read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("|")
+    ]
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(number) for number in re.findall(r"\d+\.\d+|\d+", text)]
+
+
+def test_the_oracles_the_docs_quote_are_the_tests():
+    """docs/dgpo.md's and docs/scope.md's oracle tables are the values the tests assert."""
+    from . import test_losses, test_weights
+
+    rows = _table_rows(REPO / "docs" / "dgpo.md", "What the tests check it against")
+    assert [float(cell) for cell in rows[0][1:]] == test_losses.RATIOS
+    assert [float(cell) for cell in rows[2][1:]] == test_losses.ORACLE_W_POS
+    assert [float(cell) for cell in rows[3][1:]] == test_losses.ORACLE_W_NEG
+
+    text = (REPO / "docs" / "scope.md").read_text()
+    assert "1.2, 2.6 and 3.8" in text and "4.5, 2.9 and 1.7" in text
+    assert (test_weights.STUDENT_PPL, test_weights.TEACHER_PPL) == ([1.2, 2.6, 3.8], [4.5, 2.9, 1.7])
+    rows = _table_rows(REPO / "docs" / "scope.md", "What the tests check it against")
+    expected = {"sum": ([0.1579, 0.3421, 0.5000], [0.1924, 0.2985, 0.5092])}
+    expected["mean"] = ([0.4737, 1.0263, 1.5000], [0.5771, 0.8954, 1.5275])
+    for normalization, (student, teacher) in expected.items():
+        row = next(row for row in rows if row[0].startswith(f'`"{normalization}"`'))
+        assert (_numbers(row[1]), _numbers(row[2])) == (student, teacher)
+        correct, incorrect = test_weights.example(normalization=normalization)
+        torch.testing.assert_close(correct, torch.tensor(student, dtype=torch.float64), atol=1e-4, rtol=0)
+        torch.testing.assert_close(incorrect, torch.tensor(teacher, dtype=torch.float64), atol=1e-4, rtol=0)

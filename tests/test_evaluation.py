@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from scope_trl import DGPOConfig, DGPOTrainer
 from scope_trl import evaluation as ev
+from scope_trl.apps.toy import digit_fraction_reward, make_arithmetic_dataset
 from scope_trl.cli import main
 from scope_trl.evaluation import (
     BENCHMARKS,
@@ -26,7 +27,6 @@ from scope_trl.evaluation import (
     load_benchmarks,
     pass_at_k,
 )
-from scope_trl.toy import digit_fraction_reward, make_arithmetic_dataset
 
 from .helpers import tiny_args
 
@@ -225,8 +225,15 @@ def test_vllm_backend_samples_every_benchmark_with_one_engine(vllm_toy_paths, mo
     path = vllm_toy_paths["student"]
     benchmarks = {"a": make_arithmetic_dataset(3, seed=0), "b": make_arithmetic_dataset(2, seed=1)}
     try:
-        result = evaluate(path, AutoTokenizer.from_pretrained(path), benchmarks, k=2, max_new_tokens=8, progress=False,
-                          backend="vllm")  # fmt: skip
+        result = evaluate(
+            path,
+            AutoTokenizer.from_pretrained(path),
+            benchmarks,
+            k=2,
+            max_new_tokens=8,
+            progress=False,
+            backend="vllm",
+        )
     finally:
         for engine in engines:
             engine.llm_engine.engine_core.shutdown()
@@ -313,8 +320,11 @@ def test_a_benchmark_without_hub_source_is_refused_before_any_download(monkeypat
     import scope_trl.data
 
     monkeypatch.setattr(scope_trl.data, "load_math_dataset", mock.Mock(side_effect=AssertionError("downloaded")))
-    with pytest.raises(ValueError, match=r"olympiadbench have no Hub source: pass data_dir .*--data-dir FOLDER.*"
-                       r"NAME\.jsonl files \(one JSON object per line"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"olympiadbench have no Hub source: pass data_dir .*--data-dir FOLDER.*"
+        r"NAME\.jsonl files \(one JSON object per line",
+    ):
         load_benchmarks("aime24,olympiadbench")
 
 
@@ -325,6 +335,9 @@ def test_offline_without_data_dir_names_the_benchmark_and_the_option(monkeypatch
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(OSError, match=r"Could not load benchmark 'amc23' from the Hub dataset math-ai/amc23 "
-                       r"\(ConnectionError: .*\)\. Offline, pass data_dir .*--data-dir FOLDER"):  # fmt: skip
+    with pytest.raises(
+        OSError,
+        match=r"Could not load benchmark 'amc23' from the Hub dataset math-ai/amc23 "
+        r"\(ConnectionError: .*\)\. Offline, pass data_dir .*--data-dir FOLDER",
+    ):
         load_benchmarks("amc23")

@@ -1,4 +1,4 @@
-"""Guards against silent faults (issue 12 §1): non-finite updates and failing reward functions, in both trainers."""
+"""Guards against silent faults: non-finite updates and failing reward functions, in both trainers."""
 
 import contextlib
 import math
@@ -10,8 +10,8 @@ import torch
 import transformers
 
 from scope_trl import DGPOConfig, DGPOTrainer, SCOPETrainer
+from scope_trl.apps.toy import contains_digit_reward
 from scope_trl.guards import NonFiniteUpdateError, RewardFunctionError, checked_reward_function
-from scope_trl.toy import contains_digit_reward
 
 from .helpers import build_trainer, logged, snapshot
 
@@ -32,17 +32,27 @@ def poison_loss(trainer, steps):
 
 
 @pytest.mark.parametrize("trainer_class", [DGPOTrainer, SCOPETrainer])
-def test_a_nonfinite_loss_stops_training_before_the_update(trainer_class, student_path, teacher_path, toy_dataset,
-                                                           tmp_path):  # fmt: skip
+def test_a_nonfinite_loss_stops_training_before_the_update(
+    trainer_class, student_path, teacher_path, toy_dataset, tmp_path
+):
     trainer = build(trainer_class, student_path, teacher_path, toy_dataset, tmp_path, steps_per_generation=1)
     poison_loss(trainer, {2})
     weights = {}
-    trainer.add_callback(type("Keep", (__import__("transformers").TrainerCallback,), {
-        "on_step_end": lambda self, args, state, control, **kw: weights.update(snapshot(trainer.model)),
-    })())  # fmt: skip
+    trainer.add_callback(
+        type(
+            "Keep",
+            (__import__("transformers").TrainerCallback,),
+            {
+                "on_step_end": lambda self, args, state, control, **kw: weights.update(snapshot(trainer.model)),
+            },
+        )()
+    )
     name = "SCOPE" if trainer_class is SCOPETrainer else "DGPO"
-    with pytest.raises(NonFiniteUpdateError, match=rf"{name} \(scope-trl\), optimizer step 2: the loss and the "
-                       r"gradient norm are not finite .*the update was not applied.*nonfinite_updates='skip'"):  # fmt: skip
+    with pytest.raises(
+        NonFiniteUpdateError,
+        match=rf"{name} \(scope-trl\), optimizer step 2: the loss and the "
+        r"gradient norm are not finite .*the update was not applied.*nonfinite_updates='skip'",
+    ):
         trainer.train()
     assert trainer.state.global_step == 1
     after = snapshot(trainer.model)
@@ -97,9 +107,17 @@ def overflow_gradients(trainer, steps):
 def record_updates(trainer):
     """Parameters after each optimizer step, by step number (0: before training)."""
     weights = {0: snapshot(trainer.model)}
-    trainer.add_callback(type("Keep", (transformers.TrainerCallback,), {
-        "on_step_end": lambda self, args, state, control, **kw: weights.update({state.global_step: snapshot(trainer.model)}),
-    })())  # fmt: skip
+    trainer.add_callback(
+        type(
+            "Keep",
+            (transformers.TrainerCallback,),
+            {
+                "on_step_end": lambda self, args, state, control, **kw: weights.update(
+                    {state.global_step: snapshot(trainer.model)}
+                ),
+            },
+        )()
+    )
     return weights
 
 
@@ -187,18 +205,25 @@ def nan_reward(completions, **kwargs):
 
 
 @pytest.mark.parametrize("trainer_class", [DGPOTrainer, SCOPETrainer])
-def test_a_reward_function_that_raises_names_itself_and_a_completion(trainer_class, student_path, teacher_path,
-                                                                     toy_dataset, tmp_path):  # fmt: skip
+def test_a_reward_function_that_raises_names_itself_and_a_completion(
+    trainer_class, student_path, teacher_path, toy_dataset, tmp_path
+):
     trainer = build(trainer_class, student_path, teacher_path, toy_dataset, tmp_path, reward_funcs=exploding_reward)
-    with pytest.raises(RewardFunctionError, match=r"'exploding_reward' raised KeyError: 'solution' \(on a batch of "
-                       r"\d+ completions; the first one: ['\"].*['\"]\)"):  # fmt: skip
+    with pytest.raises(
+        RewardFunctionError,
+        match=r"'exploding_reward' raised KeyError: 'solution' \(on a batch of "
+        r"\d+ completions; the first one: ['\"].*['\"]\)",
+    ):
         trainer.train()
 
 
 def test_a_non_numeric_reward_is_refused_with_its_position(student_path, teacher_path, toy_dataset, tmp_path):
     trainer = build(DGPOTrainer, student_path, teacher_path, toy_dataset, tmp_path, reward_funcs=text_reward)
-    with pytest.raises(RewardFunctionError, match=r"'text_reward' returned str 'correct' at position 15 \(completion "
-                       r"['\"].*['\"]\); each reward must be a number or None"):  # fmt: skip
+    with pytest.raises(
+        RewardFunctionError,
+        match=r"'text_reward' returned str 'correct' at position 15 \(completion "
+        r"['\"].*['\"]\); each reward must be a number or None",
+    ):
         trainer.train()
 
 
@@ -212,11 +237,20 @@ def test_checked_reward_function_passes_numbers_none_and_nan_through():
 
 def test_nan_rewards_mean_no_verdict(student_path, teacher_path, toy_dataset, tmp_path):
     """NaN from a reward is what None is: DGPO (TRL's nansum over functions) trains on, SCOPE excludes the rollout."""
-    dgpo = build(DGPOTrainer, student_path, teacher_path, toy_dataset, tmp_path / "d", reward_funcs=nan_reward,
-                 max_steps=1)  # fmt: skip
+    dgpo = build(
+        DGPOTrainer, student_path, teacher_path, toy_dataset, tmp_path / "d", reward_funcs=nan_reward, max_steps=1
+    )
     dgpo.train()
     assert all(math.isfinite(v) for v in logged(dgpo, "loss"))
-    scope = build(SCOPETrainer, student_path, teacher_path, toy_dataset, tmp_path / "s", reward_funcs=nan_reward,
-                  max_steps=1, steps_per_generation=None)  # fmt: skip
+    scope = build(
+        SCOPETrainer,
+        student_path,
+        teacher_path,
+        toy_dataset,
+        tmp_path / "s",
+        reward_funcs=nan_reward,
+        max_steps=1,
+        steps_per_generation=None,
+    )
     scope.train()
     assert logged(scope, "scope/frac_excluded") == [0.5] and all(math.isfinite(v) for v in logged(scope, "loss"))

@@ -1,16 +1,23 @@
-"""Kill and resume (issue 12 §1): a real training process is SIGKILLed after a checkpoint, a new process resumes from
+"""Kill and resume: a real training process is SIGKILLed after a checkpoint, a new process resumes from
 it, and the resumed run matches an uninterrupted one step for step (model, optimizer, scheduler, RNG and trainer
 state all restored)."""
 
 import json
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from .distributed_utils import CONFIG_DIR, REPO_ROOT, free_port, kill_process_tree, launch_env, run_command, tail
+from .distributed_utils import (
+    REPO_ROOT,
+    accelerate_command,
+    free_port,
+    kill_process_tree,
+    launch_env,
+    run_command,
+    tail,
+)
 
 
 SCRIPT = REPO_ROOT / "tests" / "scripts" / "run_resumable.py"
@@ -18,11 +25,22 @@ pytestmark = pytest.mark.distributed
 
 
 def command(config, port, trainer, toy_paths, output_dir, result, *extra):
-    return [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG_DIR / f"{config}.yaml"),
-        "--main_process_port", str(port), str(SCRIPT), "--trainer", trainer, "--model", toy_paths["student"],
-        "--teacher", toy_paths["teacher"], "--output_dir", str(output_dir), "--result", str(result), *extra,
-    ]  # fmt: skip
+    return accelerate_command(
+        config,
+        port,
+        SCRIPT,
+        "--trainer",
+        trainer,
+        "--model",
+        toy_paths["student"],
+        "--teacher",
+        toy_paths["teacher"],
+        "--output_dir",
+        str(output_dir),
+        "--result",
+        str(result),
+        *extra,
+    )
 
 
 @pytest.mark.parametrize(("trainer", "config"), [("dgpo", "cpu_multi"), ("scope", "cpu")])
@@ -35,8 +53,11 @@ def test_a_killed_run_resumes_where_its_checkpoint_left_it(trainer, config, toy_
     port = free_port()
     launcher = subprocess.Popen(
         command(config, port, trainer, toy_paths, crashed_dir, tmp_path / "never.json", "--hang_after_step", "4"),
-        env=launch_env(port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=launch_env(port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while not (crashed_dir / "hanging-4").exists():
         if launcher.poll() is not None or time.time() > deadline:

@@ -6,7 +6,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scope_trl import DGPOConfig, DGPOTrainer, SCOPEConfig, SCOPETrainer
-from scope_trl.toy import contains_digit_reward
+from scope_trl.apps.toy import contains_digit_reward
 
 from .helpers import tiny_args
 

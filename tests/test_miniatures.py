@@ -10,11 +10,11 @@ import sys
 import pytest
 import torch
 
-from scope_trl.miniatures import rl as rl_module
-from scope_trl.miniatures.models import build_char_tokenizer
-from scope_trl.miniatures.rl import ROWS_BY_KEY, TeacherFreeControlTrainer, edge_prompts
-from scope_trl.miniatures.sampling import Evaluation
-from scope_trl.miniatures.tasks import CarryTask, CoverageTask, SliceTask, make_task, split_of
+from scope_trl.apps.miniatures import rl as rl_module
+from scope_trl.apps.miniatures.models import build_char_tokenizer
+from scope_trl.apps.miniatures.rl import ROWS_BY_KEY, TeacherFreeControlTrainer, edge_prompts
+from scope_trl.apps.miniatures.sampling import Evaluation
+from scope_trl.apps.miniatures.tasks import CarryTask, CoverageTask, SliceTask, make_task, split_of
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,18 +151,27 @@ def test_edge_prompts_keep_mixed_problems_and_fill_when_none_exist(monkeypatch):
 
 def test_teacher_free_control_gives_incorrect_rollouts_a_fixed_negative_advantage(student_path, tmp_path):
     from scope_trl import SCOPEConfig
-    from scope_trl.scope_trainer import CORRECT, INCORRECT
-    from scope_trl.toy import contains_digit_reward, make_arithmetic_dataset
+    from scope_trl.apps.toy import contains_digit_reward, make_arithmetic_dataset
+    from scope_trl.routing import MLE, OPD
 
     from .helpers import tiny_args
     from .test_scope_trainer import record_generation_batches
 
-    args = tiny_args(tmp_path, SCOPEConfig, steps_per_generation=None, use_teacher_weights=False, max_steps=2,
-                     per_device_train_batch_size=16)  # fmt: skip
+    args = tiny_args(
+        tmp_path,
+        SCOPEConfig,
+        steps_per_generation=None,
+        use_teacher_weights=False,
+        max_steps=2,
+        per_device_train_batch_size=16,
+    )
     trainer = TeacherFreeControlTrainer(
-        student_path, contains_digit_reward, args=args, train_dataset=make_arithmetic_dataset(32),
+        student_path,
+        contains_digit_reward,
+        args=args,
+        train_dataset=make_arithmetic_dataset(32),
         teacher_model=student_path,
-    )  # fmt: skip
+    )
     calls = []
     trainer.teacher_model.register_forward_pre_hook(lambda *a: calls.append(1))
     batches = record_generation_batches(trainer)
@@ -170,7 +179,7 @@ def test_teacher_free_control_gives_incorrect_rollouts_a_fixed_negative_advantag
     assert not calls  # the teacher is never asked
     for batch in batches:
         out = batch["out"]
-        incorrect, correct = out["scope_path"] == INCORRECT, out["scope_path"] == CORRECT
+        incorrect, correct = out["scope_route"] == OPD, out["scope_route"] == MLE
         assert incorrect.any() and correct.any()
         assert (out["advantages"][incorrect] == -1.0).all()
         torch.testing.assert_close(out["advantages"][correct], out["scope_weight"][correct, None].expand(-1, 8))
@@ -229,8 +238,15 @@ def test_a_failed_gate_makes_the_script_exit_nonzero(monkeypatch, tmp_path, caps
 
 def test_smoke_run_writes_every_task_and_resumes(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, SCRIPT, "--smoke", "--output-dir", str(tmp_path / "out"), "--cache-dir",
-               str(tmp_path / "cache")]  # fmt: skip
+    command = [
+        sys.executable,
+        SCRIPT,
+        "--smoke",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Validity gates" in result.stdout and "smoke run: the gates are reported, not enforced" in result.stdout
@@ -248,8 +264,9 @@ def test_smoke_run_writes_every_task_and_resumes(tmp_path):
         in (tmp_path / "out" / "miniature_offpolicy.md").read_text()
     )
     before = (tmp_path / "out" / "miniature_carry.json").read_text()
-    resumed = subprocess.run(command + ["--resume", "--tasks", "carry"], capture_output=True, text=True, timeout=900,
-                             env=env)  # fmt: skip
+    resumed = subprocess.run(
+        command + ["--resume", "--tasks", "carry"], capture_output=True, text=True, timeout=900, env=env
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "[seed 0] GRPO" not in resumed.stdout  # nothing ran again
     assert json.loads(before)["runs"] == json.loads((tmp_path / "out" / "miniature_carry.json").read_text())["runs"]

@@ -49,9 +49,16 @@ def subsets(correct, valid, group_size):
 def test_weights_are_finite_non_negative_and_normalised_per_subset(batch, normalization, tau, direction):
     student, teacher, correct, valid, group_size = batch
     weights = dual_path_weights(
-        student, teacher, correct, group_size, tau=tau, valid=valid, normalization=normalization,
-        student_direction=direction, teacher_direction=direction,
-    )  # fmt: skip
+        student,
+        teacher,
+        correct,
+        group_size,
+        tau=tau,
+        valid=valid,
+        normalization=normalization,
+        student_direction=direction,
+        teacher_direction=direction,
+    )
     assert torch.isfinite(weights).all() and (weights >= 0).all()
     assert (weights[~valid] == 0).all()
     for members in subsets(correct, valid, group_size):
@@ -139,8 +146,11 @@ def test_weight_is_monotone_within_each_region(points, eps_low, eps_high, nm):
 
 
 @PROFILE
-@given(st.lists(st.floats(-100.0, 100.0), min_size=1, max_size=32), st.sampled_from([torch.float32, torch.bfloat16]),
-       exponents)  # fmt: skip
+@given(
+    st.lists(st.floats(-100.0, 100.0), min_size=1, max_size=32),
+    st.sampled_from([torch.float32, torch.bfloat16]),
+    exponents,
+)
 def test_surrogate_and_gradient_are_finite_in_low_precision(points, dtype, nm):
     x = torch.tensor(points, dtype=dtype, requires_grad=True)
     advantages = torch.where(torch.arange(len(points)) % 2 == 0, 1.0, -1.0).to(dtype)

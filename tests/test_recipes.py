@@ -202,10 +202,10 @@ def test_dgpo_recipe_takes_off_policy_steps(name, monkeypatch):
     assert args.steps_per_generation == 4 * args.gradient_accumulation_steps
     assert args.num_iterations == 1
     assert not args.dgpo_is_on_policy
-    # §4.5: n per model size, m = 2, epsilon 0.2 / 0.2
+    # DGPO paper §4.5: n per model size, m = 2, epsilon 0.2 / 0.2
     assert args.dgpo_n == expected["dgpo_n"] and args.dgpo_m == 2.0
     assert args.epsilon == 0.2 and args.epsilon_high == 0.2
-    # §4.6: GRPO advantages, no KL, no entropy bonus, no rollout importance-sampling correction
+    # DGPO paper §4.6: GRPO advantages, no KL, no entropy bonus, no rollout importance-sampling correction
     assert args.scale_rewards == "group" and args.beta == 0.0 and args.entropy_coef == 0.0
     assert args.vllm_importance_sampling_correction is False
     assert args.importance_sampling_level == "token"
@@ -328,12 +328,15 @@ def test_recipe_header_installs_what_the_recipe_needs(recipe, monkeypatch):
     DeepSpeed for a DeepSpeed accelerate config and vLLM for `use_vllm`."""
     import tomllib
 
-    match = re.search(r"Install, from the repository root: pip install -e \"\.\[([\w,-]+)\]\"( \"trl\[vllm\]\")?",
-                      header_text(recipe))  # fmt: skip
+    match = re.search(
+        r"Install, from the repository root: pip install -e \"\.\[([\w,-]+)\]\"( \"trl\[vllm\]\")?",
+        header_text(recipe),
+    )
     assert match, f"{recipe.name}: the header must say what to install"
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    installed = {re.split(r"[<>=!;\[ ]", requirement)[0] for name in match.group(1).split(",") for requirement in
-                 extras[name]}  # fmt: skip
+    installed = {
+        re.split(r"[<>=!;\[ ]", requirement)[0] for name in match.group(1).split(",") for requirement in extras[name]
+    }
     _, args, _ = parse_recipe(recipe, monkeypatch)
     from scope_trl.checks import TRACKER_PACKAGES
 

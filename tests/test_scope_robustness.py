@@ -14,10 +14,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, ProcessorMixin
 
 from scope_trl import SCOPEConfig, SCOPETrainer
-from scope_trl.scope_trainer import CORRECT, EXCLUDED, INCORRECT
+from scope_trl.apps.toy import build_tiny_model, build_tokenizer, contains_digit_reward
+from scope_trl.routing import EXCLUDED, MLE, OPD
 from scope_trl.surrogate_trainer import sequence_advantages
 from scope_trl.teacher import weights_fingerprint
-from scope_trl.toy import build_tiny_model, build_tokenizer, contains_digit_reward
 
 from .helpers import build_trainer, hand_batch, logged, snapshot
 from .test_scope_trainer import build_scope, record_generation_batches, scope_args
@@ -47,10 +47,10 @@ def construct_scope(student, teacher, dataset, tmp_path, **overrides):
 
 def subset_means(out):
     """Mean weight of every non-empty (group, path) subset of a generation batch."""
-    path, weight = out["scope_path"], out["scope_weight"]
+    path, weight = out["scope_route"], out["scope_weight"]
     means = []
     for start in range(0, len(path), GROUP):
-        for route in (CORRECT, INCORRECT):
+        for route in (MLE, OPD):
             members = path[start : start + GROUP] == route
             if members.any():
                 means.append(weight[start : start + GROUP][members].mean().item())
@@ -58,7 +58,7 @@ def subset_means(out):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# 1. Rollouts with no loss token (§13.5)
+# 1. Rollouts with no loss token (docs/scope.md, Decisions: excluded rollouts)
 # ------------------------------------------------------------------------------------------------------------------
 
 
@@ -82,11 +82,11 @@ def test_rollouts_without_loss_tokens_are_routed_nowhere(student_path, teacher_p
         tokens = out["completion_mask"].sum(1)
         empty = tokens == 0
         mixed += bool(empty.any() and (~empty).any())
-        assert (out["scope_path"][empty] == EXCLUDED).all()
+        assert (out["scope_route"][empty] == EXCLUDED).all()
         assert (out["scope_weight"][empty] == 0).all() and (out["advantages"][empty] == 0).all()
-        routed = out["scope_path"] != EXCLUDED
+        routed = out["scope_route"] != EXCLUDED
         assert out["num_items_in_batch"] == tokens[routed].sum()
-        assert out["scope_num_tokens_incorrect"] == tokens[out["scope_path"] == INCORRECT].sum()
+        assert out["scope_num_tokens_opd"] == tokens[out["scope_route"] == OPD].sum()
         # Mean-1 weights over the rollouts that train, not over the masked ones.
         for mean in subset_means(out):
             assert mean == pytest.approx(1.0, abs=1e-5)
@@ -107,7 +107,7 @@ def test_an_all_truncated_batch_trains_nothing_and_logs_no_fake_perplexity(
     trainer.teacher_model.register_forward_pre_hook(lambda *a: teacher_calls.append(1))
     trainer.train()
     out = batches[0]["out"]
-    assert (out["scope_path"] == EXCLUDED).all() and out["num_items_in_batch"] == 0
+    assert (out["scope_route"] == EXCLUDED).all() and out["num_items_in_batch"] == 0
     assert not teacher_calls
     assert logged(trainer, "scope/frac_excluded") == [1.0]
     assert logged(trainer, "scope/teacher_ppl_incorrect_mean") == []  # not a fake 1.0 from empty rollouts
@@ -160,7 +160,7 @@ def test_nonfinite_teacher_scores_never_reach_the_loss(value, student_path, teac
     for batch, rows in zip(batches, poisoned, strict=True):
         out = batch["out"]
         assert rows, "no rollout was scored by the teacher"
-        assert (out["scope_path"][rows] == EXCLUDED).all() and (out["scope_weight"][rows] == 0).all()
+        assert (out["scope_route"][rows] == EXCLUDED).all() and (out["scope_weight"][rows] == 0).all()
         assert torch.isfinite(out["advantages"]).all() and (out["advantages"][rows] == 0).all()
         for mean in subset_means(out):  # the other rollouts of a poisoned subset share its weight
             assert mean == pytest.approx(1.0, abs=1e-5)
@@ -202,10 +202,10 @@ def scope_hand_batch(trainer, student_path, paths, advantages, offsets):
     path = torch.tensor(paths)
     mask = inputs["completion_mask"].float()
     inputs.update(
-        scope_path=path,
+        scope_route=path,
         scope_weight=torch.ones(len(paths)),
-        scope_num_tokens_correct=(mask * (path == CORRECT).unsqueeze(1)).sum(),
-        scope_num_tokens_incorrect=(mask * (path == INCORRECT).unsqueeze(1)).sum(),
+        scope_num_tokens_mle=(mask * (path == MLE).unsqueeze(1)).sum(),
+        scope_num_tokens_opd=(mask * (path == OPD).unsqueeze(1)).sum(),
         outcome_advantages=torch.zeros(len(paths)),
     )
     return inputs
@@ -225,7 +225,7 @@ def test_off_policy_mask_drops_whole_stale_distillation_rollouts(student_path, t
     advantages = torch.tensor([[2.0, -5.0, 1.0, -1.0], [3.0, -1.0, 1.0, 1.0], [1.0] * 4, [-4.0] * 4])
     # log pi_theta - log pi_old per token: -0.5 is a sampled-token KL(pi_old || pi_theta) estimate of 0.5 > 0.1.
     offsets = torch.tensor([[-0.5] * 4, [-0.5] * 4, [-0.5] * 4, [0.0] * 4])
-    inputs = scope_hand_batch(trainer, student_path, [INCORRECT, INCORRECT, CORRECT, INCORRECT], advantages, offsets)
+    inputs = scope_hand_batch(trainer, student_path, [OPD, OPD, MLE, OPD], advantages, offsets)
     batch = trainer._policy_batch(trainer.model, inputs)
     assert batch.off_policy_mask.shape == (4, 1)  # one decision per rollout, never a per-token mask
     assert batch.off_policy_mask.squeeze(1).tolist() == [0.0, 1.0, 1.0, 1.0]
@@ -241,7 +241,7 @@ def test_clip_ratio_metrics_count_the_distillation_path_tokens(student_path, tea
     advantages = torch.tensor([[-1.0] * 4, [1.0] * 4, [1.0] * 4, [-1.0] * 4])
     # r = e^-0.5 = 0.61 < 0.8 (LN when A < 0); r = e^0.5 = 1.65 > 1.2 (HP when A > 0).
     offsets = torch.tensor([[-0.5, -0.5, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0], [0.5] * 4, [-0.5] * 4])
-    inputs = scope_hand_batch(trainer, student_path, [INCORRECT, INCORRECT, CORRECT, EXCLUDED], advantages, offsets)
+    inputs = scope_hand_batch(trainer, student_path, [OPD, OPD, MLE, EXCLUDED], advantages, offsets)
     trainer._policy_batch(trainer.model, inputs)
     metrics = {key: values[-1] for key, values in trainer._metrics["train"].items()}
     # Distillation tokens: row 0 has 2 (its last two are padding, hand_batch), row 1 has 4; the MLE row and the
@@ -268,11 +268,11 @@ def test_completions_table_shows_what_scope_trains_on(student_path, teacher_path
     out = batches[-1]["out"]
     mask = out["completion_mask"].float()
     mean_advantage = (out["advantages"] * mask).sum(1) / mask.sum(1).clamp(min=1)
-    path = out["scope_path"]
-    expected = torch.where(path == CORRECT, out["scope_weight"], torch.where(path == INCORRECT, mean_advantage, 0.0))
+    path = out["scope_route"]
+    expected = torch.where(path == MLE, out["scope_weight"], torch.where(path == OPD, mean_advantage, 0.0))
     shown = torch.tensor(list(trainer._logs["advantages"])[-ROWS:])
     torch.testing.assert_close(shown, expected)
-    assert (path == INCORRECT).any() and not torch.equal(shown, out["outcome_advantages"])
+    assert (path == OPD).any() and not torch.equal(shown, out["outcome_advantages"])
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -300,8 +300,14 @@ def test_checkpoints_and_model_card_record_the_teacher(student_path, teacher_pat
     )
     trainer.train()
     record = json.loads((tmp_path / "checkpoint-2" / "scope_teacher.json").read_text())
-    assert record == {"name_or_path": teacher_path, "revision": None, "commit_hash": None, "dtype": "float32",
-                      "fingerprint": weights_fingerprint(teacher_path), "temperature": 1.0}  # fmt: skip
+    assert record == {
+        "name_or_path": teacher_path,
+        "revision": None,
+        "commit_hash": None,
+        "dtype": "float32",
+        "fingerprint": weights_fingerprint(teacher_path),
+        "temperature": 1.0,
+    }
     assert len(record["fingerprint"]) == 16
     card = (tmp_path / "README.md").read_text()
     assert "## Teacher" in card and f"- name_or_path: `{teacher_path}`" in card
@@ -338,8 +344,9 @@ def test_resuming_with_another_teacher_is_refused(student_path, teacher_path, to
 def test_the_same_teacher_under_another_path_resumes(student_path, teacher_path, toy_dataset, tmp_path, monkeypatch):
     """A teacher is identified by its weights, not by the string that named it: a relative path to the same directory,
     or a copy of it elsewhere (a checkpoint moved to another machine), resumes without complaint."""
-    first = build_scope(student_path, teacher_path, toy_dataset, tmp_path, max_steps=2, save_strategy="steps",
-                        save_steps=2)  # fmt: skip
+    first = build_scope(
+        student_path, teacher_path, toy_dataset, tmp_path, max_steps=2, save_strategy="steps", save_steps=2
+    )
     first.train()
     record = json.loads((tmp_path / "checkpoint-2" / "scope_teacher.json").read_text())
     assert record["name_or_path"] == teacher_path and len(record["fingerprint"]) == 16
@@ -431,8 +438,16 @@ def test_teacher_offload_trains_identically_and_rests_on_cpu(student_path, teach
     training is the same step for step (on CPU both placements are the CPU, so the values must match exactly)."""
     runs = {}
     for offload in (False, True):
-        trainer = build_trainer(SCOPETrainer, student_path, toy_dataset, tmp_path / str(offload), teacher=teacher_path,
-                                teacher_offload=offload, max_steps=3, steps_per_generation=1)  # fmt: skip
+        trainer = build_trainer(
+            SCOPETrainer,
+            student_path,
+            toy_dataset,
+            tmp_path / str(offload),
+            teacher=teacher_path,
+            teacher_offload=offload,
+            max_steps=3,
+            steps_per_generation=1,
+        )
         moves = []
 
         def recording_to(*args, _moves=moves, _to=trainer.teacher_model.to, **kwargs):
@@ -456,12 +471,14 @@ def test_teacher_offload_trains_identically_and_rests_on_cpu(student_path, teach
     assert len(offload_times) == 3 and all(t >= 0 for t in offload_times)
 
 
-def test_teacher_offload_is_refused_where_deepspeed_or_fsdp_place_the_teacher(student_path, teacher_path, toy_dataset,
-                                                                             tmp_path):  # fmt: skip
+def test_teacher_offload_is_refused_where_deepspeed_or_fsdp_place_the_teacher(
+    student_path, teacher_path, toy_dataset, tmp_path
+):
     from scope_trl.teacher import OffloadedTeacher, check_offload
 
-    trainer = build_trainer(SCOPETrainer, student_path, toy_dataset, tmp_path, teacher=teacher_path,
-                            teacher_offload=True)  # fmt: skip
+    trainer = build_trainer(
+        SCOPETrainer, student_path, toy_dataset, tmp_path, teacher=teacher_path, teacher_offload=True
+    )
     assert isinstance(trainer.teacher, OffloadedTeacher)  # single process: accepted
     check_offload(teacher_offload=False, placed_by_framework=True)
     with pytest.raises(ValueError, match="teacher_offload=True is not supported with DeepSpeed or FSDP.*ZeRO-3"):
@@ -473,17 +490,25 @@ def test_teacher_offload_is_refused_where_deepspeed_or_fsdp_place_the_teacher(st
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def test_pi_old_from_the_loss_forward_trains_like_a_separate_forward(student_path, teacher_path, toy_dataset,
-                                                                     tmp_path):  # fmt: skip
+def test_pi_old_from_the_loss_forward_trains_like_a_separate_forward(
+    student_path, teacher_path, toy_dataset, tmp_path
+):
     """With one micro-batch per generation batch used once, π_old is the loss forward's own log-probs: no extra
     student forward, and the same losses, weights, metrics and trained weights as with SCOPE's separate no-grad
     forward (forced here by turning the deferral off)."""
     runs = {}
     for deferred in (True, False):
-        trainer = build_scope(student_path, teacher_path, toy_dataset, tmp_path / str(deferred), max_steps=3,
-                              steps_per_generation=1, per_device_train_batch_size=8)  # fmt: skip
+        trainer = build_scope(
+            student_path,
+            teacher_path,
+            toy_dataset,
+            tmp_path / str(deferred),
+            max_steps=3,
+            steps_per_generation=1,
+            per_device_train_batch_size=8,
+        )
         if not deferred:
-            trainer._behaviour_from_loss_forward = lambda: False
+            trainer._old_logps_from_loss_forward = lambda: False
         batches = record_generation_batches(trainer)
         scoring_forwards = []
         original = trainer._get_per_token_logps_and_entropies
@@ -495,8 +520,16 @@ def test_pi_old_from_the_loss_forward_trains_like_a_separate_forward(student_pat
 
         trainer._get_per_token_logps_and_entropies = counting
         trainer.train()
-        metrics = {key: logged(trainer, key) for key in ("loss", "scope/teacher_kl", "scope/student_weight_max",
-                                                         "scope/teacher_weight_min", "scope/opd_loss")}  # fmt: skip
+        metrics = {
+            key: logged(trainer, key)
+            for key in (
+                "loss",
+                "scope/teacher_kl",
+                "scope/student_weight_max",
+                "scope/teacher_weight_min",
+                "scope/opd_loss",
+            )
+        }
         runs[deferred] = (metrics, snapshot(trainer.model), len(scoring_forwards), batches)
     (metrics, params, forwards, batches), (eager_metrics, eager_params, eager_forwards, eager_batches) = runs.values()
     assert forwards == 0 and eager_forwards == 3
@@ -505,20 +538,21 @@ def test_pi_old_from_the_loss_forward_trains_like_a_separate_forward(student_pat
     for name, value in params.items():
         torch.testing.assert_close(value, eager_params[name], rtol=1e-5, atol=1e-6)
     for batch, eager in zip(batches, eager_batches, strict=True):
-        assert torch.equal(batch["out"]["scope_path"], eager["out"]["scope_path"])
+        assert torch.equal(batch["out"]["scope_route"], eager["out"]["scope_route"])
         torch.testing.assert_close(batch["out"]["scope_weight"], eager["out"]["scope_weight"])
         torch.testing.assert_close(batch["out"]["advantages"], eager["out"]["advantages"], rtol=1e-5, atol=1e-6)
-    assert any((batch["out"]["scope_path"] == INCORRECT).any() for batch in batches)
+    assert any((batch["out"]["scope_route"] == OPD).any() for batch in batches)
 
 
 def test_pi_old_waits_for_the_loss_forward_only_when_that_is_exact(student_path, teacher_path, toy_dataset, tmp_path):
     trainer = build_scope(student_path, teacher_path, toy_dataset, tmp_path, steps_per_generation=1)
     trainer.model.train()
-    assert trainer._behaviour_from_loss_forward()
+    assert trainer._old_logps_from_loss_forward()
     trainer.model.eval()
-    assert not trainer._behaviour_from_loss_forward()  # evaluation: no loss forward follows every generation batch
+    assert not trainer._old_logps_from_loss_forward()  # evaluation: no loss forward follows every generation batch
     for overrides in ({"steps_per_generation": 2}, {"num_iterations": 2}, {"off_policy_mask_threshold": 0.5}):
-        trainer = build_scope(student_path, teacher_path, toy_dataset, tmp_path, **{"steps_per_generation": 1,
-                                                                                    **overrides})  # fmt: skip
+        trainer = build_scope(
+            student_path, teacher_path, toy_dataset, tmp_path, **{"steps_per_generation": 1, **overrides}
+        )
         trainer.model.train()
-        assert not trainer._behaviour_from_loss_forward(), overrides
+        assert not trainer._old_logps_from_loss_forward(), overrides

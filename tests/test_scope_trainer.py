@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from trl import GRPOConfig
 
 from scope_trl import SCOPEConfig, SCOPETrainer
-from scope_trl.scope_trainer import CORRECT, EXCLUDED, INCORRECT
-from scope_trl.toy import build_tiny_model, build_tokenizer, contains_digit_reward, make_arithmetic_dataset
+from scope_trl.apps.toy import build_tiny_model, build_tokenizer, contains_digit_reward, make_arithmetic_dataset
+from scope_trl.routing import EXCLUDED, MLE, OPD
 
 from .helpers import changed, hand_batch, logged, make_trainer, per_token_logps_grad, snapshot, tiny_args
 
@@ -55,23 +55,23 @@ def build_scope(student, teacher, dataset, tmp_path, reward_funcs=contains_digit
 def record_generation_batches(trainer):
     """Keep every generation batch `_generate_and_score_completions` returns (with the rewards), in generation order
     and complete: when π_old is the loss forward's own, the weights, routes and advantages are computed there
-    (`_weigh_generation_batch`) and merged into the record then."""
+    (`_weight_generation_batch`) and merged into the record then."""
     batches = []
-    generate, weigh = trainer._generate_and_score_completions, trainer._weigh_generation_batch
+    generate, weight = trainer._generate_and_score_completions, trainer._weight_generation_batch
 
     def generate_wrapper(inputs):
         out = generate(inputs)
         batches.append({"out": dict(out), "rewards": trainer._last_rewards_per_func.clone()})
         return out
 
-    def weigh_wrapper(scored, behaviour_logps):
-        weighed = weigh(scored, behaviour_logps)
-        if batches and "scope_path" not in batches[-1]["out"]:  # weighed in the loss forward, after scoring
-            batches[-1]["out"].update(weighed)
-        return weighed
+    def weight_wrapper(scored, old_per_token_logps):
+        weighted = weight(scored, old_per_token_logps)
+        if batches and "scope_route" not in batches[-1]["out"]:  # weighted in the loss forward, after scoring
+            batches[-1]["out"].update(weighted)
+        return weighted
 
     trainer._generate_and_score_completions = generate_wrapper
-    trainer._weigh_generation_batch = weigh_wrapper
+    trainer._weight_generation_batch = weight_wrapper
     return batches
 
 
@@ -97,8 +97,16 @@ def test_training_changes_the_student_only_and_logs_scope_metrics(student_path, 
     trainer.model.config._name_or_path = "Qwen/Qwen3-1.7B-Base"
     trainer.create_model_card(model_name="tiny-scope", dataset_name="zwhe99/DeepMath-103K")
     card = (tmp_path / "README.md").read_text()
-    for needle in ("base_model: Qwen/Qwen3-1.7B-Base", "datasets: zwhe99/DeepMath-103K", "- scope", "- scope-trl",
-                   "SCOPE", "2604.10688", "zheng2026scope", "vonwerra2020trl"):  # fmt: skip
+    for needle in (
+        "base_model: Qwen/Qwen3-1.7B-Base",
+        "datasets: zwhe99/DeepMath-103K",
+        "- scope",
+        "- scope-trl",
+        "SCOPE",
+        "2604.10688",
+        "zheng2026scope",
+        "vonwerra2020trl",
+    ):
         assert needle in card, needle
 
 
@@ -121,7 +129,7 @@ def test_teacher_scores_only_incorrect_rollouts_once_per_generation_batch(
     for batch in batches:
         out, correct = batch["out"], batch["rewards"][:, 0] >= 1.0
         ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
-        assert (out["scope_path"] == torch.where(correct, CORRECT, INCORRECT)).all()
+        assert (out["scope_route"] == torch.where(correct, MLE, OPD)).all()
         expected.append(ids[~correct])
         torch.testing.assert_close(out["advantages"][correct], out["scope_weight"][correct, None].expand(-1, 8))
     expected = torch.cat(expected)
@@ -141,11 +149,11 @@ def test_unscorable_rollouts_are_excluded_from_both_paths(student_path, teacher_
         out = batch["out"]
         excluded = torch.isnan(batch["rewards"][:, 0])
         assert excluded.sum() == len(excluded) // 4
-        assert (out["scope_path"][excluded] == EXCLUDED).all() and (out["scope_path"][~excluded] != EXCLUDED).all()
+        assert (out["scope_route"][excluded] == EXCLUDED).all() and (out["scope_route"][~excluded] != EXCLUDED).all()
         assert (out["advantages"][excluded] == 0).all() and (out["scope_weight"][excluded] == 0).all()
         routed_tokens = out["completion_mask"][~excluded].sum()
         assert out["num_items_in_batch"] == routed_tokens
-        assert out["scope_num_tokens_correct"] + out["scope_num_tokens_incorrect"] == routed_tokens
+        assert out["scope_num_tokens_mle"] + out["scope_num_tokens_opd"] == routed_tokens
     assert logged(trainer, "scope/frac_excluded") == pytest.approx([0.25] * 4)
 
 
@@ -407,20 +415,20 @@ def test_loss_gradient_at_ratio_one(student_path, teacher_path, toy_dataset, tmp
         opd_coef=2.0,
     )
     torch.manual_seed(0)
-    path = torch.tensor([CORRECT, INCORRECT, INCORRECT, EXCLUDED, CORRECT, INCORRECT])
+    path = torch.tensor([MLE, OPD, OPD, EXCLUDED, MLE, OPD])
     inputs = hand_batch(trainer, student_path, torch.zeros(6), torch.zeros(6, 5))
     mask = inputs["completion_mask"].float()
     advantages = torch.randn(6, 5)
-    advantages[path == CORRECT] = torch.tensor([[0.7], [1.3]]).expand(-1, 5)
+    advantages[path == MLE] = torch.tensor([[0.7], [1.3]]).expand(-1, 5)
     advantages[path == EXCLUDED] = 0.0
     tokens = mask.sum(1)
-    n_correct, n_incorrect = tokens[path == CORRECT].sum(), tokens[path == INCORRECT].sum()
+    n_correct, n_incorrect = tokens[path == MLE].sum(), tokens[path == OPD].sum()
     inputs.update(
         advantages=advantages,
-        scope_path=path,
+        scope_route=path,
         outcome_advantages=torch.zeros(6),
-        scope_num_tokens_correct=n_correct,
-        scope_num_tokens_incorrect=n_incorrect,
+        scope_num_tokens_mle=n_correct,
+        scope_num_tokens_opd=n_incorrect,
         num_items_in_batch=n_correct + n_incorrect,
     )
     del inputs["old_per_token_logps"]  # aligned case: ρ ≡ 1
@@ -430,8 +438,8 @@ def test_loss_gradient_at_ratio_one(student_path, teacher_path, toy_dataset, tmp
     d_mle = d_all if aggregation == "global" else n_correct * micro
     d_opd = n_incorrect * micro if aggregation == "per_path" else d_all
     expected = torch.zeros(6, 5)
-    expected[path == CORRECT] = -0.5 * advantages[path == CORRECT] / d_mle
-    expected[path == INCORRECT] = -2.0 * advantages[path == INCORRECT] / d_opd
+    expected[path == MLE] = -0.5 * advantages[path == MLE] / d_mle
+    expected[path == OPD] = -2.0 * advantages[path == OPD] / d_opd
     torch.testing.assert_close(grad, expected * mask, rtol=1e-4, atol=1e-7)
 
 
@@ -448,7 +456,7 @@ def test_outcome_advantage_term(student_path, teacher_path, toy_dataset, tmp_pat
         mle_coef=0.0,
         opd_coef=0.0,
     )
-    path = torch.tensor([CORRECT, INCORRECT, EXCLUDED, INCORRECT])
+    path = torch.tensor([MLE, OPD, EXCLUDED, OPD])
     inputs = hand_batch(trainer, student_path, torch.zeros(4), torch.zeros(4, 5))
     del inputs["old_per_token_logps"]
     mask = inputs["completion_mask"].float()
@@ -456,10 +464,10 @@ def test_outcome_advantage_term(student_path, teacher_path, toy_dataset, tmp_pat
     outcome = torch.tensor([1.0, -0.5, 3.0, 0.5])
     inputs.update(
         advantages=torch.zeros(4, 5),
-        scope_path=path,
+        scope_route=path,
         outcome_advantages=outcome,
-        scope_num_tokens_correct=tokens[0],
-        scope_num_tokens_incorrect=tokens[[1, 3]].sum(),
+        scope_num_tokens_mle=tokens[0],
+        scope_num_tokens_opd=tokens[[1, 3]].sum(),
         num_items_in_batch=tokens[[0, 1, 3]].sum(),
     )
     _, grad = per_token_logps_grad(trainer, inputs)
@@ -541,14 +549,17 @@ def _length_bonus(completions, **kwargs):
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({}, r"routes rollouts on the verifier 'contains_digit_reward' \(the first reward function; correctness_reward "
-             r"chooses another\); the other reward functions \['_length_bonus'\] .*train only through "
-             r"outcome_advantage_coef > 0"),
+        (
+            {},
+            r"routes rollouts on the verifier 'contains_digit_reward' \(the first reward function; correctness_reward "
+            r"chooses another\); the other reward functions \['_length_bonus'\] .*train only through "
+            r"outcome_advantage_coef > 0",
+        ),
         ({"correctness_reward": "_length_bonus"}, r"verifier '_length_bonus' \(correctness_reward\)"),
         ({"routing": False}, r"routing=False distils every rollout: none of the reward functions"),
         ({"outcome_advantage_coef": 0.5}, None),
     ],
-)  # fmt: skip
+)
 def test_reward_functions_that_do_not_train_are_named_at_construction(
     student_path, teacher_path, toy_dataset, tmp_path, overrides, expected
 ):
@@ -560,8 +571,11 @@ def test_reward_functions_that_do_not_train_are_named_at_construction(
             args=scope_args(tmp_path, teacher_path, **overrides),
             train_dataset=toy_dataset,
         )
-    messages = [str(w.message) for w in caught if "of the reward functions" in str(w.message) or "other reward" in
-                str(w.message)]  # fmt: skip
+    messages = [
+        str(w.message)
+        for w in caught
+        if "of the reward functions" in str(w.message) or "other reward" in str(w.message)
+    ]
     if expected is None:
         assert messages == []
     else:
@@ -586,19 +600,17 @@ def test_teacher_kl_is_the_sampled_token_estimate_and_can_be_negative(
     mask = torch.tensor([[1.0, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 0]])
     correct = torch.tensor([True, False, False, False])
     scored = _ScoredBatch(
-        mode="train",
-        group_size=4,
-        process_slice=slice(0, 4),
+        position=torch.arange(4),
         mask=mask,
-        loss_token=mask > 0,
         teacher_logps=torch.tensor(teacher).log() * mask,
-        local_nonfinite=torch.zeros(4, dtype=torch.bool),
-        correct=correct,
-        incorrect=~correct,
-        valid=torch.ones(4, dtype=torch.bool),
-        seconds=(0.0, 0.0),
+        nonfinite_teacher=torch.zeros(4, dtype=torch.bool),
+        mle=correct,
+        opd=~correct,
+        score_seconds=torch.zeros(4),
+        offload_seconds=torch.zeros(4),
     )
-    trainer._weigh_generation_batch(scored, torch.tensor(student).log())
+    trainer.model.train()  # a training generation batch: the metric goes to the training logs
+    trainer._weight_generation_batch(scored, torch.tensor(student).log())
     differences = [
         math.log(s / t)
         for row in (1, 2, 3)
@@ -618,7 +630,7 @@ def test_the_model_card_of_a_local_base_model_names_it_without_a_hub_link(method
     from pathlib import Path
 
     from scope_trl import DGPOConfig, DGPOTrainer
-    from scope_trl.toy import contains_digit_reward
+    from scope_trl.apps.toy import contains_digit_reward
 
     if method == "scope":
         trainer_class, args = SCOPETrainer, scope_args(tmp_path, toy_paths["teacher"])

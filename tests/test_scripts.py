@@ -6,13 +6,12 @@ with a model card that cites the method's paper.
 """
 
 import json
-import sys
 
 import pytest
 
-from scope_trl.toy import make_arithmetic_problems
+from scope_trl.apps.toy import make_arithmetic_problems
 
-from .distributed_utils import CONFIG_DIR, REPO_ROOT, free_port, run_command
+from .distributed_utils import REPO_ROOT, accelerate_command, free_port, run_command
 from .helpers import console_script
 
 
@@ -32,19 +31,43 @@ def jsonl_dataset(tmp_path_factory):
 
 def training_args(method, toy_paths, dataset, output_dir, processes=1):
     args = [
-        "--model_name_or_path", toy_paths["student"], "--dataset_name", dataset, "--output_dir", str(output_dir),
-        "--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--save_strategy", "no",
-        "--max_steps", "2", "--logging_steps", "1", "--per_device_train_batch_size", "2", "--num_generations", "4",
-        "--max_completion_length", "8", "--learning_rate", "1e-2", "--gradient_checkpointing", "false",
-    ]  # fmt: skip
+        "--model_name_or_path",
+        toy_paths["student"],
+        "--dataset_name",
+        dataset,
+        "--output_dir",
+        str(output_dir),
+        "--use_cpu",
+        "true",
+        "--bf16",
+        "false",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--max_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "2",
+        "--num_generations",
+        "4",
+        "--max_completion_length",
+        "8",
+        "--learning_rate",
+        "1e-2",
+        "--gradient_checkpointing",
+        "false",
+    ]
     if method == "scope":
         # The tiny student never solves arithmetic: a digit test stands in for the verifier, so both paths run.
         args += ["--teacher_model_name_or_path", toy_paths["teacher"]]
-        args += ["--reward_funcs", "scope_trl.toy.contains_digit_reward", "accuracy_reward"]
+        args += ["--reward_funcs", "scope_trl.apps.toy.contains_digit_reward", "accuracy_reward"]
         # One optimizer step per generation batch (SCOPE's default); with 2 processes the group of 4 straddles them.
         args += ["--steps_per_generation", str(2 // processes)]
     else:
-        args += ["--steps_per_generation", "2", "--reward_funcs", "scope_trl.toy.digit_fraction_reward"]
+        args += ["--steps_per_generation", "2", "--reward_funcs", "scope_trl.apps.toy.digit_fraction_reward"]
     return args
 
 
@@ -55,10 +78,7 @@ def test_training_script_end_to_end(method, entry, config, toy_paths, jsonl_data
     output_dir = tmp_path / "out"
     port = free_port()
     if entry == "example":
-        command = [
-            sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG_DIR / f"{config}.yaml"),
-            "--main_process_port", str(port), str(REPO_ROOT / "examples" / f"{method}.py"),
-        ]  # fmt: skip
+        command = accelerate_command(config, port, REPO_ROOT / "examples" / f"{method}.py")
     else:
         command = [console_script(), method, "--accelerate_config", config, "--main_process_port", str(port)]
     processes = 2 if config == "cpu_multi" else 1

@@ -131,8 +131,9 @@ def test_sharded_in_process_scoring_makes_as_many_forwards_as_the_busiest_proces
     alone = InProcessTeacher(teacher, reference_logps, 320, 320).score(input_ids, attention_mask, WIDTH, ROWS, 8)
     for other_rows, forwarded in ((4, 4), (1, 3), (0, 3)):
         seen.clear()
-        placed = InProcessTeacher(teacher, recording, 320, 320, accelerator=CountingAccelerator(other_rows),
-                                  sharded=True)  # fmt: skip
+        placed = InProcessTeacher(
+            teacher, recording, 320, 320, accelerator=CountingAccelerator(other_rows), sharded=True
+        )
         torch.testing.assert_close(placed.score(input_ids, attention_mask, WIDTH, ROWS, 8), alone)
         assert seen == [forwarded]
     # No row here, rows elsewhere: this process still makes the forward call.
@@ -202,8 +203,10 @@ def test_served_scores_equal_the_in_process_teachers_and_only_selected_rows_trav
     assert (scores[~selected] == 0).all()
     (request,) = server.requests
     prompt, completion = input_ids[ROWS, :-WIDTH], input_ids[ROWS, -WIDTH:]
-    assert request["prompt"] == unpadded_sequences(prompt, attention_mask[ROWS, :-WIDTH], completion,
-                                                   attention_mask[ROWS, -WIDTH:])[0]  # fmt: skip
+    assert (
+        request["prompt"]
+        == unpadded_sequences(prompt, attention_mask[ROWS, :-WIDTH], completion, attention_mask[ROWS, -WIDTH:])[0]
+    )
     assert served.record() == {"commit_hash": None, "dtype": None, "server_url": server.url}
 
 
@@ -240,8 +243,9 @@ def test_vllms_stand_in_for_minus_infinity_reads_as_minus_infinity(server):
 def test_a_transient_5xx_is_retried(server):
     input_ids, attention_mask, _ = batch()
     server.failures = (503, 1)
-    scores = ServedTeacher(server.url, startup_timeout=10, backoff=0.0).score(input_ids, attention_mask, WIDTH,
-                                                                               ROWS, 4)  # fmt: skip
+    scores = ServedTeacher(server.url, startup_timeout=10, backoff=0.0).score(
+        input_ids, attention_mask, WIDTH, ROWS, 4
+    )
     assert len(server.requests) == 2 and torch.isfinite(scores[ROWS][:, :1]).all()
 
     server.requests.clear()
@@ -291,8 +295,13 @@ def test_a_failed_request_stops_every_process_with_the_same_message(server, tmp_
     collective (no process is left behind)."""
     server.error = (400, '{"error": "prompt_logprobs exceeds max_logprobs"}')
     result = tmp_path / "result.json"
-    report = launch_script(SCRIPTS_DIR / "served_teacher_failure.py", "cpu_multi.yaml", result,
-                           script_args=[server.url, str(result)], timeout=300)  # fmt: skip
+    report = launch_script(
+        SCRIPTS_DIR / "served_teacher_failure.py",
+        "cpu_multi.yaml",
+        result,
+        script_args=[server.url, str(result)],
+        timeout=300,
+    )
     messages = report["messages"]
     assert len(messages) == 2 and messages[0] == messages[1], json.dumps(messages, indent=1)
     assert messages[0].startswith("Training process 0 of 2 stopped: The teacher's vLLM server at")

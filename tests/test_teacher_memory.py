@@ -1,4 +1,4 @@
-"""Teacher scoring never materialises a batch × length × vocabulary tensor (issue 13 §2; the measured memory is
+"""Teacher scoring never materialises a batch × length × vocabulary tensor (the measured memory is
 `benchmarks/teacher_memory.py`)."""
 
 import torch
@@ -24,8 +24,9 @@ class LargestAllocation(TorchDispatchMode):
         return out
 
 
-def test_teacher_scoring_allocates_no_batch_by_length_by_vocabulary_tensor(student_path, teacher_path, toy_dataset,
-                                                                           tmp_path, monkeypatch):  # fmt: skip
+def test_teacher_scoring_allocates_no_batch_by_length_by_vocabulary_tensor(
+    student_path, teacher_path, toy_dataset, tmp_path, monkeypatch
+):
     import trl.kernels.chunked_logprob as kernel
     import trl.trainer.utils as trl_utils
 

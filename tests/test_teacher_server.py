@@ -36,8 +36,15 @@ def server(teacher, teacher_path):
 
 
 def served(student_path, dataset, tmp_path, server, **overrides):
-    return build_trainer(SCOPETrainer, student_path, dataset, tmp_path, reward_funcs=alternate_verdicts,
-                         teacher_model_server_url=server.url, **overrides)  # fmt: skip
+    return build_trainer(
+        SCOPETrainer,
+        student_path,
+        dataset,
+        tmp_path,
+        reward_funcs=alternate_verdicts,
+        teacher_model_server_url=server.url,
+        **overrides,
+    )
 
 
 def padded_batch(tokenizer_rows=4, seed=0):
@@ -74,16 +81,26 @@ def test_server_scores_equal_the_in_process_teacher(student_path, teacher_path, 
     assert (scores[~rows] == 0).all() and scores[loss_tokens].lt(0).all()
     # Only the selected rows travel, unpadded, in one request.
     (request,) = server.requests
-    assert request["prompt"] == unpadded_sequences(prompt_ids[rows], prompt_mask[rows], completion_ids[rows],
-                                                   completion_mask[rows])[0]  # fmt: skip
+    assert (
+        request["prompt"]
+        == unpadded_sequences(prompt_ids[rows], prompt_mask[rows], completion_ids[rows], completion_mask[rows])[0]
+    )
 
 
-def test_training_through_the_server_matches_the_in_process_teacher(student_path, teacher_path, toy_dataset,
-                                                                    tmp_path, server):  # fmt: skip
+def test_training_through_the_server_matches_the_in_process_teacher(
+    student_path, teacher_path, toy_dataset, tmp_path, server
+):
     """Same seed, same rollouts: the losses and the trained weights agree, and only incorrect rollouts were sent."""
     overrides = {"max_steps": 2, "steps_per_generation": 1}
-    local = build_trainer(SCOPETrainer, student_path, toy_dataset, tmp_path / "local", teacher=teacher_path,
-                          reward_funcs=alternate_verdicts, **overrides)  # fmt: skip
+    local = build_trainer(
+        SCOPETrainer,
+        student_path,
+        toy_dataset,
+        tmp_path / "local",
+        teacher=teacher_path,
+        reward_funcs=alternate_verdicts,
+        **overrides,
+    )
     local.train()
     remote = served(student_path, toy_dataset, tmp_path / "remote", server, **overrides)
     before = snapshot(remote.model)
@@ -101,8 +118,7 @@ def test_training_through_the_server_matches_the_in_process_teacher(student_path
     assert logged(remote, "scope/frac_incorrect") == [0.5, 0.5]
 
 
-def test_a_token_the_server_does_not_return_follows_the_nonfinite_policy(student_path, toy_dataset, tmp_path,
-                                                                         server):  # fmt: skip
+def test_a_token_the_server_does_not_return_follows_the_nonfinite_policy(student_path, toy_dataset, tmp_path, server):
     server.drop = {(0, -1)}  # the last completion token of the first sequence of every request comes back -inf
     with pytest.warns(UserWarning, match="non-finite"):
         trainer = served(student_path, toy_dataset, tmp_path / "exclude", server, max_steps=1, steps_per_generation=1)
@@ -110,8 +126,15 @@ def test_a_token_the_server_does_not_return_follows_the_nonfinite_policy(student
     assert logged(trainer, "scope/frac_nonfinite_teacher") == [0.25]  # 1 of the 4 rollouts
     assert all(torch.isfinite(torch.tensor(logged(trainer, "loss"))))
 
-    strict = served(student_path, toy_dataset, tmp_path / "error", server, max_steps=1, steps_per_generation=1,
-                    nonfinite_teacher_scores="error")  # fmt: skip
+    strict = served(
+        student_path,
+        toy_dataset,
+        tmp_path / "error",
+        server,
+        max_steps=1,
+        steps_per_generation=1,
+        nonfinite_teacher_scores="error",
+    )
     with pytest.raises(ValueError, match="non-finite log-prob"):
         strict.train()
 
@@ -128,22 +151,34 @@ def test_an_unreachable_server_is_refused_at_construction(student_path, toy_data
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(ConnectionError, match=f"vLLM server at http://127.0.0.1:{port}.*teacher_model_server_timeout"):
-        build_trainer(SCOPETrainer, student_path, toy_dataset, tmp_path, teacher_model_server_host="127.0.0.1",
-                      teacher_model_server_port=port, teacher_model_server_timeout=0.0)  # fmt: skip
+        build_trainer(
+            SCOPETrainer,
+            student_path,
+            toy_dataset,
+            tmp_path,
+            teacher_model_server_host="127.0.0.1",
+            teacher_model_server_port=port,
+            teacher_model_server_timeout=0.0,
+        )
 
 
 def test_a_teacher_instance_and_a_server_exclude_each_other(student_path, teacher_path, toy_dataset, tmp_path):
     teacher = AutoModelForCausalLM.from_pretrained(teacher_path)
     with pytest.raises(ValueError, match="choose one"):
-        build_trainer(SCOPETrainer, student_path, toy_dataset, tmp_path, teacher=teacher,
-                      teacher_model_server_url="http://127.0.0.1:1")  # fmt: skip
+        build_trainer(
+            SCOPETrainer,
+            student_path,
+            toy_dataset,
+            tmp_path,
+            teacher=teacher,
+            teacher_model_server_url="http://127.0.0.1:1",
+        )
 
 
-def test_a_padded_student_through_the_server_follows_the_in_process_rule(teacher_path, toy_dataset, tmp_path,
-                                                                         server):  # fmt: skip
+def test_a_padded_student_through_the_server_follows_the_in_process_rule(teacher_path, toy_dataset, tmp_path, server):
     """A student whose padded embedding samples an id the served teacher lacks: the request still goes through (vLLM
     would refuse it), and that token is -inf exactly as in process, so `nonfinite_teacher_scores` decides."""
-    from scope_trl.toy import build_tiny_model, build_tokenizer
+    from scope_trl.apps.toy import build_tiny_model, build_tokenizer
 
     tokenizer = build_tokenizer()
     padded = tmp_path / "padded-student"
@@ -158,8 +193,9 @@ def test_a_padded_student_through_the_server_follows_the_in_process_rule(teacher
     expected = local._score_with_teacher(ids, torch.ones_like(ids), 4, rows, batch_size=2)
     scores = remote._score_with_teacher(ids, torch.ones_like(ids), 4, rows, batch_size=2)
     assert scores[0, 3] == expected[0, 3] == float("-inf")
-    torch.testing.assert_close(scores[torch.isfinite(expected)], expected[torch.isfinite(expected)], atol=1e-5,
-                               rtol=1e-5)  # fmt: skip
+    torch.testing.assert_close(
+        scores[torch.isfinite(expected)], expected[torch.isfinite(expected)], atol=1e-5, rtol=1e-5
+    )
 
 
 def test_an_unnamed_served_teacher_is_checked_as_far_as_it_can_be(student_path, toy_dataset, tmp_path, teacher):

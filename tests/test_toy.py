@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from scope_trl.toy import (
+from scope_trl.apps.toy import (
     boxed_answer_reward,
     build_tiny_model,
     build_tokenizer,

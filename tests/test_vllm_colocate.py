@@ -21,8 +21,8 @@ from peft import LoraConfig
 from trl import GRPOConfig, GRPOTrainer
 
 from scope_trl import DGPOConfig, DGPOTrainer, SCOPEConfig, SCOPETrainer
-from scope_trl.scope_trainer import CORRECT, EXCLUDED, INCORRECT
-from scope_trl.toy import contains_digit_reward, digit_fraction_reward
+from scope_trl.apps.toy import contains_digit_reward, digit_fraction_reward
+from scope_trl.routing import EXCLUDED, MLE, OPD
 
 from .helpers import changed, hand_batch, logged, make_trainer, per_token_logps_grad, snapshot, tiny_args
 from .vllm_cpu import colocated_vllm_on_cpu
@@ -189,8 +189,8 @@ def test_scope_colocate_with_pi_old_from_the_loss_forward(vllm_toy_paths, toy_da
         vllm_importance_sampling_correction=False,
         trainer_kwargs={"teacher_model": vllm_toy_paths["teacher"]},
     )
-    weighed_in_loss_forward, no_grad_student_forwards, differences = [], [], []
-    policy_batch, weigh = trainer._policy_batch, trainer._weigh_with_loss_forward
+    weighted_in_loss_forward, no_grad_student_forwards, differences = [], [], []
+    policy_batch, weight = trainer._policy_batch, trainer._weight_in_loss_forward
     logps_and_entropies = trainer._get_per_token_logps_and_entropies
 
     def record_policy_batch(model, inputs):
@@ -201,9 +201,9 @@ def test_scope_colocate_with_pi_old_from_the_loss_forward(vllm_toy_paths, toy_da
         differences.append(gap.max().item())
         return batch
 
-    def record_weigh(batch, inputs):
-        weighed_in_loss_forward.append(trainer._pending_batch is not None)
-        return weigh(batch, inputs)
+    def record_weight(batch, inputs):
+        weighted_in_loss_forward.append("scope_scored/position" in inputs)  # the scored rows travelled with the batch
+        return weight(batch, inputs)
 
     def record_forward(model, *args, **kwargs):
         if model is not trainer.teacher_model and not torch.is_grad_enabled():
@@ -211,11 +211,11 @@ def test_scope_colocate_with_pi_old_from_the_loss_forward(vllm_toy_paths, toy_da
         return logps_and_entropies(model, *args, **kwargs)
 
     trainer._policy_batch = record_policy_batch
-    trainer._weigh_with_loss_forward = record_weigh
+    trainer._weight_in_loss_forward = record_weight
     trainer._get_per_token_logps_and_entropies = record_forward
     changed_names = train(trainer)
     assert_trained_with_vllm(trainer, changed_names, generation_batches=3)
-    assert weighed_in_loss_forward == [True] * 3 and trainer._pending_batch is None
+    assert weighted_in_loss_forward == [True] * 3
     assert no_grad_student_forwards == []
     check_vllm_follows_trainer(differences, generation_batches=3)
     assert not logged(trainer, "sampling/importance_sampling_ratio/mean")  # the correction is off
@@ -238,7 +238,7 @@ def test_scope_colocate_lora_with_several_steps_per_generation(vllm_toy_paths, t
         max_steps=4,
         trainer_kwargs={"teacher_model": vllm_toy_paths["teacher"], "peft_config": peft_config},
     )
-    trainer._weigh_with_loss_forward = lambda *args: pytest.fail("π_old taken from the loss forward")
+    trainer._weight_in_loss_forward = lambda *args: pytest.fail("π_old taken from the loss forward")
     before = snapshot(trainer.model)
     changed_names = train(trainer)
     assert_trained_with_vllm(trainer, changed_names, generation_batches=2)
@@ -296,18 +296,18 @@ def test_vllm_importance_sampling_weighs_dgpo_and_scope_as_grpo(
     # A reference policy ~0.5 nats away per token: with beta = 0.5 the KL gradient is as large as the policy's.
     base["ref_per_token_logps"] = base["old_per_token_logps"] + 0.5 * torch.randn(rows, length, generator=generator)
     mask = base["completion_mask"].float()
-    path = torch.tensor([CORRECT, INCORRECT, INCORRECT, EXCLUDED, CORRECT, INCORRECT])
+    path = torch.tensor([MLE, OPD, OPD, EXCLUDED, MLE, OPD])
     tokens = mask.sum(1)
-    n_correct, n_incorrect = tokens[path == CORRECT].sum(), tokens[path == INCORRECT].sum()
+    n_correct, n_incorrect = tokens[path == MLE].sum(), tokens[path == OPD].sum()
     scope_advantages = torch.randn(rows, length, generator=generator)
-    scope_advantages[path == CORRECT] = torch.tensor([[0.7], [1.3]]).expand(-1, length)  # w^stu on the MLE path
+    scope_advantages[path == MLE] = torch.tensor([[0.7], [1.3]]).expand(-1, length)  # w^stu on the MLE path
     scope_advantages[path == EXCLUDED] = 0.0
     scope_inputs = {
         **base,
         "advantages": scope_advantages,
-        "scope_path": path,
-        "scope_num_tokens_correct": n_correct,
-        "scope_num_tokens_incorrect": n_incorrect,
+        "scope_route": path,
+        "scope_num_tokens_mle": n_correct,
+        "scope_num_tokens_opd": n_incorrect,
         "num_items_in_batch": n_correct + n_incorrect,
     }
 
@@ -332,6 +332,6 @@ def test_vllm_importance_sampling_weighs_dgpo_and_scope_as_grpo(
         gradients[name], policies[name] = corrected, policy
     torch.testing.assert_close(gradients["dgpo"], gradients["grpo"], rtol=1e-5, atol=1e-6)
     # SCOPE: the identity above covers both paths, each with a policy gradient to weigh; the excluded rollout has none.
-    for route in (CORRECT, INCORRECT):
+    for route in (MLE, OPD):
         assert (policies["scope"][path == route] != 0).any(), route
     assert (gradients["scope"][path == EXCLUDED] == 0).all()

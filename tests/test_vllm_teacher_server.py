@@ -21,9 +21,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from scope_trl import SCOPETrainer
-from scope_trl.scope_trainer import INCORRECT
+from scope_trl.apps.toy import save_tiny_model
+from scope_trl.routing import OPD
 from scope_trl.teacher import ServedTeacher, unpadded_sequences
-from scope_trl.toy import save_tiny_model
 
 from .helpers import build_trainer, logged, snapshot
 from .test_distributed_scope import check_report, check_weights, generation_batches, launch
@@ -52,8 +52,14 @@ def hf_teacher(vllm_toy_paths):
 def padded_student(vllm_toy_paths, tmp_path_factory):
     """The vLLM-sized student with 384 output rows: untrained, it samples an id >= 320 about once in 6 tokens."""
     tokenizer = AutoTokenizer.from_pretrained(vllm_toy_paths["tokenizer"])
-    return save_tiny_model(tmp_path_factory.mktemp("padded_student"), tokenizer, vocab_size=PADDED_VOCAB,
-                           hidden_size=128, num_hidden_layers=2, num_attention_heads=2)  # fmt: skip
+    return save_tiny_model(
+        tmp_path_factory.mktemp("padded_student"),
+        tokenizer,
+        vocab_size=PADDED_VOCAB,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+    )
 
 
 @torch.no_grad()
@@ -116,8 +122,9 @@ def served_trainer(student, dataset, tmp_path, server, **overrides):
     return build_trainer(SCOPETrainer, student, dataset, tmp_path, teacher_model_server_url=server.url, **overrides)
 
 
-def test_served_scores_equal_the_in_process_teacher(vllm_toy_paths, vllm_teacher_server, hf_teacher, toy_dataset,
-                                                    tmp_path):  # fmt: skip
+def test_served_scores_equal_the_in_process_teacher(
+    vllm_toy_paths, vllm_teacher_server, hf_teacher, toy_dataset, tmp_path
+):
     """The log-prob vLLM returns for each completion token is the in-process teacher's, to 1e-5, for sequences of
     1 to 450 tokens (prompt lengths 1 to 150), alone and as the trainer's padded batch."""
     generator = torch.Generator().manual_seed(0)
@@ -130,8 +137,10 @@ def test_served_scores_equal_the_in_process_teacher(vllm_toy_paths, vllm_teacher
     assert [len(row) for row in scores] == [length - start for length, start in shapes]
     served_flat, expected_flat = torch.tensor(sum(scores, [])), torch.tensor(sum(expected, []))
     torch.testing.assert_close(served_flat, expected_flat, atol=ATOL, rtol=0)
-    print(f"\nserved vs in-process teacher, {served_flat.numel()} tokens: max |diff| = "
-          f"{(served_flat - expected_flat).abs().max().item():.3g}")  # fmt: skip
+    print(
+        f"\nserved vs in-process teacher, {served_flat.numel()} tokens: max |diff| = "
+        f"{(served_flat - expected_flat).abs().max().item():.3g}"
+    )
 
     # The trainer's path: left-padded prompts, right-padded completions, only the selected rows sent.
     student = vllm_toy_paths["student"]
@@ -154,20 +163,26 @@ def test_served_scores_equal_the_in_process_teacher(vllm_toy_paths, vllm_teacher
     compare_scoring(*calls)
     (remote_scores,) = [call["scores"] for call in calls[0]]
     assert (remote_scores[~rows] == 0).all() and remote_scores[calls[0][0]["loss_tokens"]].lt(0).all()
-    sequences, starts = unpadded_sequences(prompt_ids[rows], prompt_mask[rows], completion_ids[rows],
-                                           completion_mask[rows])  # fmt: skip
-    torch.testing.assert_close(remote_scores[rows][completion_mask[rows].bool()],
-                               torch.tensor(sum(reference_scores(hf_teacher, sequences, starts), [])),
-                               atol=ATOL, rtol=0)  # fmt: skip
+    sequences, starts = unpadded_sequences(
+        prompt_ids[rows], prompt_mask[rows], completion_ids[rows], completion_mask[rows]
+    )
+    torch.testing.assert_close(
+        remote_scores[rows][completion_mask[rows].bool()],
+        torch.tensor(sum(reference_scores(hf_teacher, sequences, starts), [])),
+        atol=ATOL,
+        rtol=0,
+    )
 
 
-def test_training_through_the_server_matches_the_in_process_teacher(vllm_toy_paths, vllm_teacher_server, toy_dataset,
-                                                                    tmp_path):  # fmt: skip
+def test_training_through_the_server_matches_the_in_process_teacher(
+    vllm_toy_paths, vllm_teacher_server, toy_dataset, tmp_path
+):
     """3 optimizer steps (3 generation batches of one prompt x 4 rollouts, binary verifier): same rollouts, same teacher
     scores on the incorrect ones, same losses and SCOPE metrics, same final weights, to 1e-5."""
     student, overrides = vllm_toy_paths["student"], {"max_steps": 3, "steps_per_generation": 1, **SGD}
-    local = build_trainer(SCOPETrainer, student, toy_dataset, tmp_path / "local", teacher=vllm_toy_paths["teacher"],
-                          **overrides)  # fmt: skip
+    local = build_trainer(
+        SCOPETrainer, student, toy_dataset, tmp_path / "local", teacher=vllm_toy_paths["teacher"], **overrides
+    )
     local_calls = record_scores(local)
     local.train()
     remote = served_trainer(student, toy_dataset, tmp_path / "remote", vllm_teacher_server, **overrides)
@@ -182,8 +197,10 @@ def test_training_through_the_server_matches_the_in_process_teacher(vllm_toy_pat
     assert tokens > 0 and sum(logged(remote, "scope/frac_incorrect")) > 0
     assert all(value == 0 for value in logged(remote, "scope/frac_nonfinite_teacher"))
     assert any(math.isfinite(value) and value != 0 for value in logged(remote, "scope/teacher_kl"))
-    print(f"\n{tokens} teacher-scored tokens: max |score diff| {score_diff:.3g}, max |loss diff| {loss_diff:.3g}, "
-          f"max |param diff| {param_diff:.3g}")  # fmt: skip
+    print(
+        f"\n{tokens} teacher-scored tokens: max |score diff| {score_diff:.3g}, max |loss diff| {loss_diff:.3g}, "
+        f"max |param diff| {param_diff:.3g}"
+    )
 
 
 @pytest.mark.distributed
@@ -191,20 +208,23 @@ def test_ddp_processes_share_the_server(vllm_toy_paths, vllm_teacher_server, hf_
     """DDP over gloo, 2 CPU processes, both scoring on one server: training completes, the processes stay in sync, the
     weights of every generation batch are what one process computes on the gathered batch, each process sent exactly
     its own incorrect rows, and the teacher log-probs each got back are the in-process teacher's."""
-    report, ranks = launch("cpu_multi.yaml", vllm_toy_paths, tmp_path, "--teacher_server_url", vllm_teacher_server.url,
-                           "--max_steps", "3")  # fmt: skip
+    report, ranks = launch(
+        "cpu_multi.yaml", vllm_toy_paths, tmp_path, "--teacher_server_url", vllm_teacher_server.url, "--max_steps", "3"
+    )
     check_report(report, "MULTI_CPU", global_step=3)
     assert report["teacher_wrapper"] == "NoneType", report  # nothing of the teacher in the training processes
     compared = 0
     for batch in generation_batches(ranks):
         check_weights(batch)  # the single-process recomputation; incorrect rows (only) got negative teacher scores
         for record in batch:
-            rows = [i for i, path in enumerate(record["scope_path"]) if path == INCORRECT]
+            rows = [i for i, path in enumerate(record["scope_route"]) if path == OPD]
             assert record["score_rows"] == rows and record["teacher_calls"] == []  # no forward in the process
             if not rows:
                 continue
-            tensors = [torch.tensor(record[key])[rows] for key in
-                       ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")]  # fmt: skip
+            tensors = [
+                torch.tensor(record[key])[rows]
+                for key in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+            ]
             sequences, starts = unpadded_sequences(*tensors)
             expected = reference_scores(hf_teacher, sequences, starts)
             lengths = tensors[3].sum(1).tolist()
@@ -215,9 +235,9 @@ def test_ddp_processes_share_the_server(vllm_toy_paths, vllm_teacher_server, hf_
     assert compared > 0, "no process sent anything to the server"
 
 
-def test_student_ids_beyond_the_served_vocabulary_follow_the_nonfinite_policy(padded_student, vllm_toy_paths,
-                                                                              vllm_teacher_server, toy_dataset,
-                                                                              tmp_path):  # fmt: skip
+def test_student_ids_beyond_the_served_vocabulary_follow_the_nonfinite_policy(
+    padded_student, vllm_toy_paths, vllm_teacher_server, toy_dataset, tmp_path
+):
     """A student with 384 output rows samples ids 320..383, which the served teacher (320 rows) does not have: vLLM
     refuses them (HTTP 400). They must be masked before the request and scored -inf, as the in-process teacher does,
     so that `exclude` drops those rollouts from distillation and counts them, and `error` raises."""
@@ -237,8 +257,13 @@ def test_student_ids_beyond_the_served_vocabulary_follow_the_nonfinite_policy(pa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         local = build_trainer(SCOPETrainer, padded_student, toy_dataset, tmp_path / "hand_local", teacher=teacher)
-        remote = served_trainer(padded_student, toy_dataset, tmp_path / "hand_remote", vllm_teacher_server,
-                                teacher_model_name_or_path=teacher)  # fmt: skip
+        remote = served_trainer(
+            padded_student,
+            toy_dataset,
+            tmp_path / "hand_remote",
+            vllm_teacher_server,
+            teacher_model_name_or_path=teacher,
+        )
         calls = [record_scores(trainer) for trainer in (remote, local)]
         for trainer in (remote, local):
             trainer._score_with_teacher(input_ids, attention_mask, completion_ids.size(1), rows, 4)
@@ -261,16 +286,31 @@ def test_student_ids_beyond_the_served_vocabulary_follow_the_nonfinite_policy(pa
     excluded = logged(remote, "scope/frac_nonfinite_teacher")
     assert excluded[0] > 0, excluded  # not vacuous, and the first generation batch of the `error` runs below
     assert all(math.isfinite(value) for value in logged(remote, "loss"))
-    print(f"\nfrac_nonfinite_teacher per step {excluded}; max |loss diff| {loss_diff:.3g}, "
-          f"max |param diff| {param_diff:.3g}")  # fmt: skip
+    print(
+        f"\nfrac_nonfinite_teacher per step {excluded}; max |loss diff| {loss_diff:.3g}, "
+        f"max |param diff| {param_diff:.3g}"
+    )
 
     # Training, error: both stop at the first generation batch, with the same message.
     for trainer in (
-        build_trainer(SCOPETrainer, padded_student, toy_dataset, tmp_path / "error_local", teacher=teacher,
-                      nonfinite_teacher_scores="error", **overrides),
-        served_trainer(padded_student, toy_dataset, tmp_path / "error_remote", vllm_teacher_server,
-                       nonfinite_teacher_scores="error", **overrides),
-    ):  # fmt: skip
+        build_trainer(
+            SCOPETrainer,
+            padded_student,
+            toy_dataset,
+            tmp_path / "error_local",
+            teacher=teacher,
+            nonfinite_teacher_scores="error",
+            **overrides,
+        ),
+        served_trainer(
+            padded_student,
+            toy_dataset,
+            tmp_path / "error_remote",
+            vllm_teacher_server,
+            nonfinite_teacher_scores="error",
+            **overrides,
+        ),
+    ):
         with pytest.raises(ValueError, match="non-finite log-prob") as raised:
             trainer.train()
         assert trainer.state.global_step == 0, raised.value

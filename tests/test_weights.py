@@ -1,11 +1,14 @@
-"""SCOPE's DPAW weights against a worked example of the paper's Eq. 4-5, computed by hand, and oracles derived from it."""
+"""SCOPE's DPAW weights against a worked example of the paper's Eq. 4-5, computed by hand, and oracles derived from it;
+routing, the per-token advantages and the routing statistics as pure functions."""
 
 import math
+from dataclasses import fields
 
 import pytest
 import torch
 
-from scope_trl.weights import dual_path_weights
+from scope_trl.routing import EXCLUDED, MLE, OPD, RowSummary, route_ids, route_rollouts, routing_statistics
+from scope_trl.weights import distillation_signal, dual_path_weights, path_weights, per_token_advantages
 
 
 STUDENT_PPL = [1.2, 2.6, 3.8]  # correct rollouts
@@ -128,3 +131,94 @@ def test_invalid_arguments(kwargs, message):
     args = {"group_size": 4, **kwargs}
     with pytest.raises(ValueError, match=message):
         dual_path_weights(torch.zeros(4), torch.zeros(4), torch.zeros(4, dtype=torch.bool), **args)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# From weights to per-token advantages, without a trainer (the trainer calls exactly these: scope_trl.scope_trainer)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_path_weights_are_dpaw_with_routing_and_one_per_distilled_rollout_without():
+    """The worked example's group with an excluded rollout added: DPAW on the two paths, 0 on the excluded one; plain
+    OPD (routing=False) weighs every OPD-path rollout 1."""
+    student = torch.tensor([-math.log(p) for p in STUDENT_PPL] + [-0.1, -0.2, -0.3, -0.4], dtype=torch.float64)
+    teacher = torch.tensor([0.0] * 3 + [-math.log(p) for p in TEACHER_PPL] + [0.0], dtype=torch.float64)
+    mle = torch.tensor([True] * 3 + [False] * 4)
+    opd = torch.tensor([False] * 3 + [True] * 3 + [False])
+    weights = path_weights(student, teacher, mle, opd, group_size=7, normalization="sum")
+    expected = [0.1579, 0.3421, 0.5000, 0.1924, 0.2985, 0.5092, 0.0]  # test_worked_example's, and 0
+    torch.testing.assert_close(weights, torch.tensor(expected, dtype=torch.float64), atol=1e-4, rtol=0)
+    plain = path_weights(student, teacher, torch.zeros(7, dtype=torch.bool), mle | opd, group_size=7, routing=False)
+    assert plain.tolist() == [1.0] * 6 + [0.0]
+
+
+def test_per_token_advantages_by_route():
+    """MLE path: the weight on every token; OPD path: weight × (log π_T − log π_old) per token; excluded: 0."""
+    teacher = torch.tensor([[-1.0, -2.0], [-0.5, -0.1], [-3.0, -3.0]])
+    old = torch.tensor([[-1.5, -1.0], [-0.2, -0.6], [-1.0, -1.0]])
+    signal = distillation_signal(teacher, old)
+    torch.testing.assert_close(signal, torch.tensor([[0.5, -1.0], [-0.3, 0.5], [-2.0, -2.0]]))
+    weights = torch.tensor([0.8, 1.5, 0.0])
+    mle, opd = torch.tensor([True, False, False]), torch.tensor([False, True, False])
+    advantages = per_token_advantages(weights, signal, mle, opd)
+    torch.testing.assert_close(advantages, torch.tensor([[0.8, 0.8], [-0.45, 0.75], [0.0, 0.0]]))
+    clipped = distillation_signal(teacher, old, clip=0.4)
+    torch.testing.assert_close(clipped, torch.tensor([[0.4, -0.4], [-0.3, 0.4], [-0.4, -0.4]]))
+
+
+@pytest.mark.parametrize("routing", [True, False])
+def test_route_rollouts(routing):
+    """Verdicts 1, 0, None and a rollout without loss tokens: the MLE path takes the correct one, the OPD path the
+    incorrect one (every rollout with tokens without routing); None and token-less rollouts are excluded."""
+    verdicts = torch.tensor([1.0, 0.0, float("nan"), 1.0])
+    has_tokens = torch.tensor([True, True, True, False])
+    mle, opd = route_rollouts(verdicts, has_tokens, routing=routing, threshold=0.5)
+    if routing:
+        assert mle.tolist() == [True, False, False, False] and opd.tolist() == [False, True, False, False]
+    else:
+        assert mle.tolist() == [False] * 4 and opd.tolist() == [True, True, True, False]
+    assert route_ids(mle, opd).tolist() == ([MLE, OPD, EXCLUDED, EXCLUDED] if routing else [OPD, OPD, OPD, EXCLUDED])
+
+
+def test_row_summary_gathers_named_fields_in_one_collective():
+    calls = []
+
+    def gather(tensor):  # two processes with the same rows: the concatenation, in process order
+        calls.append(tensor.shape)
+        return torch.cat([tensor, tensor + 10])
+
+    local = RowSummary(*[torch.tensor([float(i), float(i) + 0.5]) for i in range(len(fields(RowSummary)))])
+    gathered = local.gathered(gather)
+    assert calls == [(2, len(fields(RowSummary)))]
+    for index, field in enumerate(fields(RowSummary)):
+        assert getattr(gathered, field.name).tolist() == [index, index + 0.5, index + 10, index + 10.5], field.name
+
+
+def test_routing_statistics_against_hand_values():
+    """One group of 4: two MLE-path rollouts, one OPD-path, one excluded."""
+    mle = torch.tensor([True, True, False, False])
+    opd = torch.tensor([False, False, True, False])
+    weights = torch.tensor([0.5, 1.5, 1.0, 0.0])
+    rows = RowSummary(
+        student_seq_logps=torch.tensor([-1.0, -2.0, -0.5, 0.0]),
+        teacher_seq_logps=torch.tensor([0.0, 0.0, -0.25, 0.0]),
+        nonfinite_teacher=torch.zeros(4),
+        mle=mle.float(),
+        opd=opd.float(),
+        tokens=torch.tensor([3.0, 2.0, 4.0, 0.0]),
+        teacher_kl_sum=torch.tensor([9.0, 9.0, -1.0, 9.0]),
+        signal_mean=torch.zeros(4),
+        score_seconds=torch.zeros(4),
+        offload_seconds=torch.zeros(4),
+    )
+    stats = {name: value.item() for name, value in routing_statistics(4, mle, opd, weights, rows).items()}
+    assert stats["scope/frac_correct"] == 0.5 and stats["scope/frac_incorrect"] == 0.25
+    assert stats["scope/frac_excluded"] == 0.25
+    assert stats["scope/frac_groups_all_correct"] == 0.0 and stats["scope/frac_groups_all_incorrect"] == 0.0
+    assert stats["scope/student_ppl_correct_mean"] == pytest.approx((math.e + math.e**2) / 2)
+    assert stats["scope/teacher_ppl_incorrect_mean"] == pytest.approx(math.exp(0.25))
+    assert (stats["scope/student_weight_min"], stats["scope/student_weight_max"]) == (0.5, 1.5)
+    assert stats["scope/teacher_weight_min"] == stats["scope/teacher_weight_max"] == 1.0
+    assert stats["scope/teacher_kl"] == -0.25  # the OPD path's summed log π_old − log π_T over its 4 tokens
+    empty = routing_statistics(4, torch.zeros(4, dtype=torch.bool), opd, weights, rows)
+    assert math.isnan(empty["scope/student_weight_max"]) and math.isnan(empty["scope/student_ppl_correct_mean"])

@@ -117,8 +117,8 @@ def main(argv=None):
     from transformers import TrainerCallback
 
     from scope_trl import DGPOConfig, DGPOTrainer
+    from scope_trl.apps.toy import digit_fraction_reward, make_arithmetic_dataset
     from scope_trl.guards import NonFiniteUpdateError
-    from scope_trl.toy import digit_fraction_reward, make_arithmetic_dataset
 
     config = DGPOConfig(
         output_dir=args.output_dir,
@@ -158,9 +158,17 @@ def main(argv=None):
     nonfinite_error, last_step = None, {}
     if args.nonfinite_loss_at_step is not None:
         poison_loss(trainer, args.nonfinite_loss_at_step)
-        trainer.add_callback(type("KeepLastStep", (TrainerCallback,), {
-            "on_step_end": lambda self, a, state, control, **kw: last_step.update(snapshot(trainer.model, True)),
-        })())  # fmt: skip
+        trainer.add_callback(
+            type(
+                "KeepLastStep",
+                (TrainerCallback,),
+                {
+                    "on_step_end": lambda self, a, state, control, **kw: last_step.update(
+                        snapshot(trainer.model, True)
+                    ),
+                },
+            )()
+        )
     try:
         trainer.train()
     except NonFiniteUpdateError as error:

@@ -37,7 +37,7 @@ def main(argv=None):
     from transformers import TrainerCallback
 
     from scope_trl import DGPOConfig, DGPOTrainer, SCOPEConfig, SCOPETrainer
-    from scope_trl.toy import contains_digit_reward, make_arithmetic_dataset
+    from scope_trl.apps.toy import contains_digit_reward, make_arithmetic_dataset
 
     class HangAfterCheckpoint(TrainerCallback):
         def on_save(self, train_args, state, control, **kwargs):
@@ -68,8 +68,13 @@ def main(argv=None):
         warnings.simplefilter("ignore")
         dataset = make_arithmetic_dataset(64, seed=0)
         if args.trainer == "scope":
-            trainer = SCOPETrainer(args.model, contains_digit_reward, args=SCOPEConfig(**common),
-                                   train_dataset=dataset, teacher_model=args.teacher)  # fmt: skip
+            trainer = SCOPETrainer(
+                args.model,
+                contains_digit_reward,
+                args=SCOPEConfig(**common),
+                train_dataset=dataset,
+                teacher_model=args.teacher,
+            )
         else:
             trainer = DGPOTrainer(args.model, contains_digit_reward, args=DGPOConfig(**common), train_dataset=dataset)
     steps_run = []

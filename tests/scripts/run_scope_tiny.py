@@ -10,11 +10,11 @@ so with 2 rows per process and `num_generations=4` each prompt group straddles t
 Every process writes `<records_dir>/rank<r>.json` with one record per generation batch (in order):
 
 - `rewards`: the gathered verifier rewards (`trainer._last_rewards_per_func`, global, one row per function);
-- `scope_weight`, `scope_path`: the local rows of the generation batch returned by `_generate_and_score_completions`;
+- `scope_weight`, `scope_route`: the local rows of the generation batch returned by `_generate_and_score_completions`;
 - `prompt_ids`/`prompt_mask`/`completion_ids`/`completion_mask`/`prompts`: the local rows (`prompts` as text);
 - `dual_path_weights`: the inputs (global, gathered) and the output of the trainer's `dual_path_weights` call;
-- `local_student_seq_logps`: mean behaviour (π_old) log-prob of each local row, as `_weigh_generation_batch` got it
-  (here, with one on-policy micro-batch per generation batch, from the loss forward: `weighed_in_loss`);
+- `local_student_seq_logps`: mean behaviour (π_old) log-prob of each local row, as `_weight_generation_batch` got it
+  (here, with one on-policy micro-batch per generation batch, from the loss forward: `weighted_in_loss`);
   `local_teacher_seq_logps`: the same for the teacher log-probs returned by `_score_with_teacher`;
 - `score_rows`: local rows `_score_with_teacher` was asked for; `teacher_calls`: one entry per teacher forward
   (forward pre-hook on the teacher's module, inside its DeepSpeed engine if any) with the `input_ids` rows it got.
@@ -25,7 +25,7 @@ The main process also writes the report `--result`: `world_size`, `distributed_t
 (`num_teacher_params`, `num_teacher_params_changed`, `teacher_in_sync`), the type of `trainer.teacher_model`, and
 `log_history`.
 
-Verifiers (`--verifier`): `contains_digit` (`scope_trl.toy.contains_digit_reward`, mixed groups) or `rank0_correct`
+Verifiers (`--verifier`): `contains_digit` (`scope_trl.apps.toy.contains_digit_reward`, mixed groups) or `rank0_correct`
 (every rollout of process 0 is correct, the others use `contains_digit`: process 0 has nothing to distil, which
 exercises the ZeRO-3 padding of the teacher scoring).
 
@@ -78,7 +78,7 @@ def rank0_correct_reward(completions, **kwargs):
     """Every rollout of process 0 is correct; the other processes use `contains_digit_reward`."""
     from accelerate import PartialState
 
-    from scope_trl.toy import contains_digit_reward
+    from scope_trl.apps.toy import contains_digit_reward
 
     if PartialState().process_index == 0:
         return [1.0] * len(completions)
@@ -134,31 +134,31 @@ def install_recorders(trainer, records):
 
     # The weights need π_old: during scoring (a separate forward, or TRL's old log-probs), or in the loss forward when
     # π_old is that forward's own (one on-policy micro-batch per generation batch, as here). A record is complete
-    # once `_weigh_generation_batch` has run, whichever comes first.
+    # once `_weight_generation_batch` has run, whichever comes first.
     pending = {}
 
-    def weighed_fields(scored, behaviour_logps, weighed):
+    def weighted_fields(scored, old_per_token_logps, weighted):
         return {
-            "scope_weight": weighed["scope_weight"].tolist(),
-            "scope_path": weighed["scope_path"].tolist(),
-            "local_student_seq_logps": seq_means(torch.where(scored.loss_token, behaviour_logps, 0.0), scored.mask),
+            "scope_weight": weighted["scope_weight"].tolist(),
+            "scope_route": weighted["scope_route"].tolist(),
+            "local_student_seq_logps": seq_means(torch.where(scored.mask > 0, old_per_token_logps, 0.0), scored.mask),
             "dual_path_weights": current.get("dual_path_weights"),
         }
 
-    original_weigh = trainer._weigh_generation_batch
+    original_weight = trainer._weight_generation_batch
 
-    def recording_weigh(scored, behaviour_logps):
-        weighed = original_weigh(scored, behaviour_logps)
-        fields = weighed_fields(scored, behaviour_logps, weighed)
-        if "record" in pending:  # weighed in the loss forward: the generation batch's record was waiting
+    def recording_weight(scored, old_per_token_logps):
+        weighted = original_weight(scored, old_per_token_logps)
+        fields = weighted_fields(scored, old_per_token_logps, weighted)
+        if "record" in pending:  # weighted in the loss forward: the generation batch's record was waiting
             record = pending.pop("record")
             record.update(fields)
             records.append(record)
         else:
             pending["fields"] = fields
-        return weighed
+        return weighted
 
-    trainer._weigh_generation_batch = recording_weigh
+    trainer._weight_generation_batch = recording_weight
 
     original_generate = trainer._generate_and_score_completions
 
@@ -178,9 +178,9 @@ def install_recorders(trainer, records):
             "local_teacher_seq_logps": seq_means(current["teacher_logps"], mask),
             "score_rows": current["score_rows"],
             "teacher_calls": current.get("teacher_calls", []),
-            "weighed_in_loss": "scope_row" in out,
+            "weighted_in_loss": "scope_scored/position" in out,
         }
-        if "fields" in pending:  # weighed while scoring
+        if "fields" in pending:  # weighted while scoring
             record.update(pending.pop("fields"))
             records.append(record)
         else:
@@ -200,7 +200,7 @@ def main(argv=None):
     from run_dgpo_tiny import max_abs_diffs, snapshot, zero_stage_of
 
     from scope_trl import SCOPEConfig, SCOPETrainer
-    from scope_trl.toy import contains_digit_reward, make_arithmetic_dataset
+    from scope_trl.apps.toy import contains_digit_reward, make_arithmetic_dataset
 
     config = SCOPEConfig(
         output_dir=args.output_dir,

@@ -14,8 +14,9 @@ from scope_trl.teacher import ServedTeacher, TeacherServerError
 
 def main(url: str, result: str) -> None:
     accelerator = Accelerator(cpu=True)
-    served = ServedTeacher(url, startup_timeout=30, request_timeout=30, max_retries=2, backoff=0.0,
-                           accelerator=accelerator)  # fmt: skip
+    served = ServedTeacher(
+        url, startup_timeout=30, request_timeout=30, max_retries=2, backoff=0.0, accelerator=accelerator
+    )
     input_ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
     rows = torch.tensor([accelerator.process_index == 0])
     message = None

@@ -24,7 +24,7 @@ class Evaluation:
         return Evaluation(self.k, [self.correct_counts[i] for i in pick], [self.distinct_correct[i] for i in pick])
 
     def summary(self) -> dict:
-        from ..evaluation import avg_at_k, pass_at_k
+        from ...evaluation import avg_at_k, pass_at_k
 
         n = len(self.correct_counts)
         if n == 0:

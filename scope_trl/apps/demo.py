@@ -1,7 +1,7 @@
 """The embedded-default job: a teacher, a student and SCOPE on a built-in verifiable task, offline, on CPU.
 
 `scope-trl demo` (the README's `make demo`) runs miniature task A of `benchmarks/miniatures.py`
-(`scope_trl.miniatures.tasks.CarryTask`) in five stages and reports the student before and after RL:
+(`scope_trl.apps.miniatures.tasks.CarryTask`) in five stages and reports the student before and after RL:
 
 1. **Task.** Add two 8-digit numbers given column by column, least significant digit first (`38750412...=`), and
    write every column's sum digit and carry: 16 decisive tokens, all checked by the verifier. Train, validation and
@@ -157,7 +157,7 @@ def plot_curves(log_history: list[dict], method: str, path: Path) -> None:
 
     Needs matplotlib (extra `plot`); raises `MissingOptionalDependency` naming the install command without it.
     """
-    from .optional import import_pyplot
+    from ..optional import import_pyplot
 
     plt = import_pyplot("drawing the demo's training curves")
 
@@ -193,11 +193,56 @@ def plot_curves(log_history: list[dict], method: str, path: Path) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _train(settings: DemoSettings, task, budget, paths, prompts, test, output_dir: Path, print_fn) -> dict:
+    """The RL run of the chosen method on the student, with a console line every twentieth of the run."""
+    from .miniatures.pipeline import row, run_row
+
+    method_row = row(ROW_OF_METHOD[settings.method])
+    clip = settings.distillation_advantage_clip
+    if clip is not None and method_row.trainer == "scope":
+        method_row = replace(method_row, config={**method_row.config, "distillation_advantage_clip": clip})
+    print_fn(
+        f"[{settings.method}] {settings.max_steps} steps of {settings.prompts_per_step} prompts x "
+        f"{settings.num_generations} rollouts, lr {settings.learning_rate:g} (10% warm-up, cosine)"
+        + ("" if clip is None or method_row.trainer != "scope" else f", distillation advantage clip {clip:g}")
+    )
+    columns = COMMON_COLUMNS + METHOD_COLUMNS[settings.method]
+    callback = MetricsPrinter(columns, print_fn, every=max(1, settings.max_steps // 20))
+    return run_row(
+        method_row, task, budget.rl, paths, prompts, test, settings.k, output_dir / "rl", settings.seed, [callback]
+    )
+
+
+def _save_report(report: dict, settings: DemoSettings, output_dir: Path, print_fn) -> None:
+    """Write the report and print the summary, then draw the curves: the results reach the disk and the screen
+    before that optional step, so a failing plot loses nothing."""
+    plot_path, report_path = output_dir / "demo_curves.png", output_dir / "demo_report.json"
+    report_path.write_text(json.dumps(report, indent=2))
+    timings = report["seconds"]
+    print_fn("")
+    print_fn(summary_table(report["metrics"], settings.k))
+    print_fn(
+        f"total {timings['total']:.0f}s ("
+        + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items() if k != "total")
+        + ")"
+    )
+    print_fn(f"report: {report_path}")
+    try:
+        plot_curves(report["log_history"], settings.method, plot_path)
+    except Exception as error:  # optional: the run's results are already saved
+        report["plot_error"] = f"{type(error).__name__}: {error}"
+        print_fn(f"plot:   not drawn ({error})")
+    else:
+        report["plot"] = str(plot_path)
+        print_fn(f"plot:   {plot_path}")
+    report_path.write_text(json.dumps(report, indent=2))
+
+
 def run_demo(
     settings: DemoSettings | None = None, output_dir: str | os.PathLike | None = None, print_fn=print
 ) -> dict:
     """Run the whole demo and return the report (also written to `demo_report.json`)."""
-    from .miniatures.pipeline import evaluate_path, rl_prompts, row, run_row, sft_models
+    from .miniatures.pipeline import evaluate_path, rl_prompts, sft_models
     from .miniatures.tasks import make_task
 
     settings = settings or DemoSettings()
@@ -233,26 +278,11 @@ def run_demo(
             f"  {key}: Avg@{settings.k} {metrics[key]['avg@k']:.3f}  Pass@{settings.k} {metrics[key]['pass@k']:.3f}"
         )
 
-    method_row = row(ROW_OF_METHOD[settings.method])
-    clip = settings.distillation_advantage_clip
-    if clip is not None and method_row.trainer == "scope":
-        method_row = replace(method_row, config={**method_row.config, "distillation_advantage_clip": clip})
-    print_fn(
-        f"[{settings.method}] {settings.max_steps} steps of {settings.prompts_per_step} prompts x "
-        f"{settings.num_generations} rollouts, lr {settings.learning_rate:g} (10% warm-up, cosine)"
-        + ("" if clip is None or method_row.trainer != "scope" else f", distillation advantage clip {clip:g}")
-    )
-    columns = COMMON_COLUMNS + METHOD_COLUMNS[settings.method]
-    callback = MetricsPrinter(columns, print_fn, every=max(1, settings.max_steps // 20))
-    result = run_row(
-        method_row, task, budget.rl, paths, prompts, test, settings.k, output_dir / "rl", settings.seed, [callback]
-    )
+    result = _train(settings, task, budget, paths, prompts, test, output_dir, print_fn)
     metrics["student_after"] = result["summary"]
     timings["rl"] = result["rl_seconds"]
     timings["total"] = time.time() - start
 
-    # The results reach the disk and the screen before any optional step, so a failing plot loses nothing.
-    plot_path, report_path = output_dir / "demo_curves.png", output_dir / "demo_report.json"
     report = {
         "method": settings.method,
         "settings": asdict(settings),
@@ -267,23 +297,5 @@ def run_demo(
         "curves": result["curves"],
         "log_history": result["log_history"],
     }
-    report_path.write_text(json.dumps(report, indent=2))
-    print_fn("")
-    print_fn(summary_table(metrics, settings.k))
-    print_fn(
-        f"total {timings['total']:.0f}s ("
-        + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items() if k != "total")
-        + ")"
-    )
-    print_fn(f"report: {report_path}")
-
-    try:
-        plot_curves(result["log_history"], settings.method, plot_path)
-    except Exception as error:  # optional: the run's results are already saved
-        report["plot_error"] = f"{type(error).__name__}: {error}"
-        print_fn(f"plot:   not drawn ({error})")
-    else:
-        report["plot"] = str(plot_path)
-        print_fn(f"plot:   {plot_path}")
-    report_path.write_text(json.dumps(report, indent=2))
+    _save_report(report, settings, output_dir, print_fn)
     return report

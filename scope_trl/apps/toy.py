@@ -7,7 +7,7 @@ Nothing here touches the network. Every artefact is written with `save_pretraine
 Typical use (this is what the test fixtures and the demo do):
 
 ```python
-from scope_trl.toy import build_toy_testbed, make_arithmetic_dataset
+from scope_trl.apps.toy import build_toy_testbed, make_arithmetic_dataset
 
 paths = build_toy_testbed("/tmp/toy")              # {"tokenizer": ..., "student": ..., "teacher": ...}
 dataset = make_arithmetic_dataset(64, seed=0)      # columns: prompt (conversational), solution

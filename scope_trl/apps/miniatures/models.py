@@ -1,7 +1,7 @@
 """The miniatures' character-level tokenizer and model sizes.
 
 One token per character keeps every task's token count exact (an 8-column answer is 16 tokens) and lets a model
-find a digit at a fixed distance. Models are `scope_trl.toy.build_tiny_model` Qwen3s, saved with `save_pretrained` so
+find a digit at a fixed distance. Models are `scope_trl.apps.toy.build_tiny_model` Qwen3s, saved with `save_pretrained` so
 that the trainers load them through their real `from_pretrained` path.
 """
 

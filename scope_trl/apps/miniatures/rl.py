@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..scope_trainer import INCORRECT, SCOPETrainer
+from ...routing import OPD
+from ...scope_trainer import SCOPETrainer
 from .sampling import sample_completions
 from .tasks import Problem, Task
 
@@ -149,12 +150,12 @@ class TeacherFreeControlTrainer(SCOPETrainer):
     def _score_with_teacher(self, input_ids, attention_mask, logits_to_keep, rows, batch_size):
         return torch.zeros(input_ids.size(0), logits_to_keep, device=input_ids.device)
 
-    def _weigh_generation_batch(self, scored, behaviour_logps):
+    def _weight_generation_batch(self, scored, old_per_token_logps):
         # Where SCOPE's per-token advantages are made, at generation or in the loss forward (`SCOPETrainer` docs).
-        weighed = super()._weigh_generation_batch(scored, behaviour_logps)
-        incorrect = (weighed["scope_path"] == INCORRECT).unsqueeze(1)
-        weighed["advantages"] = torch.where(incorrect, self.NEGATIVE_ADVANTAGE, weighed["advantages"])
-        return weighed
+        weighted = super()._weight_generation_batch(scored, old_per_token_logps)
+        opd = (weighted["scope_route"] == OPD).unsqueeze(1)
+        weighted["advantages"] = torch.where(opd, self.NEGATIVE_ADVANTAGE, weighted["advantages"])
+        return weighted
 
 
 def make_trainer(
@@ -170,7 +171,7 @@ def make_trainer(
     """The trainer of `row` with the shared settings; TRL's own `GRPOTrainer` for the GRPO and CISPO rows."""
     from trl import GRPOConfig, GRPOTrainer
 
-    from .. import DGPOConfig, DGPOTrainer, SCOPEConfig
+    from ... import DGPOConfig, DGPOTrainer, SCOPEConfig
 
     common = {
         "output_dir": str(output_dir),
