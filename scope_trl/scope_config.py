@@ -447,6 +447,18 @@ class SCOPEConfig(GuardConfigMixin, GRPOConfig):
         )
 
     @property
+    def weight_options(self) -> dict:
+        """The keyword arguments of `scope_trl.weights.dual_path_weights` that this config sets."""
+        return {
+            "tau": self.scope_tau,
+            "student_direction": self.student_weight_direction,
+            "teacher_direction": self.teacher_weight_direction,
+            "normalization": self.weight_normalization,
+            "use_student_weights": self.use_student_weights,
+            "use_teacher_weights": self.use_teacher_weights,
+        }
+
+    @property
     def teacher_server_base_url(self) -> str | None:
         """The teacher's vLLM server address, or `None` when the teacher runs in the training processes."""
         if self.teacher_model_server_url is not None:

@@ -354,12 +354,7 @@ class SCOPETrainer(SurrogateGRPOTrainer):
             opd,
             group_size,
             routing=args.routing,
-            tau=args.scope_tau,
-            student_direction=args.student_weight_direction,
-            teacher_direction=args.teacher_weight_direction,
-            normalization=args.weight_normalization,
-            use_student_weights=args.use_student_weights,
-            use_teacher_weights=args.use_teacher_weights,
+            **args.weight_options,
         )
         local = slice(self.accelerator.process_index * len(tokens), (self.accelerator.process_index + 1) * len(tokens))
         self._log_generation_batch(group_size, rows, mle, opd, weights, scored_on_opd=rows.opd.sum())

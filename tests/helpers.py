@@ -1,6 +1,8 @@
 """Helpers shared by the trainer tests: tiny configs, parameter snapshots, hand-made batches, per-token gradients."""
 
+import os
 import shutil
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -16,6 +18,19 @@ def console_script(name: str = "scope-trl") -> str:
     executable = str(beside) if beside.exists() else shutil.which(name)
     assert executable, f"the `{name}` console script is missing: install the package with `pip install -e .`"
     return executable
+
+
+def run_offline(relative_path: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """Run a script of the repository (`benchmarks/step_time.py`, ...) with this interpreter, Hub access off, and
+    capture its output."""
+    script = Path(__file__).resolve().parent.parent / relative_path
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def tiny_args(tmp_path, config_class, **overrides):

@@ -3,10 +3,10 @@
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
+
+from .helpers import run_offline
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -14,15 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_step_time_benchmark_smoke(tmp_path):
     """Every row and every phase runs (tiny models: the targets are computed, not enforced)."""
-    script = os.path.join(REPO, "benchmarks", "step_time.py")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, script, "--smoke", "--output-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    result = run_offline("benchmarks/step_time.py", "--smoke", "--output-dir", str(tmp_path), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "step_time_smoke.json").read_text())
     rows = record["rows"]
@@ -58,24 +50,9 @@ def test_step_time_benchmark_smoke(tmp_path):
     assert (tmp_path / "step_time_smoke.png").stat().st_size > 0
 
     # Off-policy (2 steps per generation), in its own process: TRL computes π_old and SCOPE reuses it.
-    result = subprocess.run(
-        [
-            sys.executable,
-            script,
-            "--smoke",
-            "--steps-per-generation",
-            "2",
-            "--rows",
-            "scope",
-            "--isolation",
-            "process",
-            "--output-dir",
-            str(tmp_path / "off_policy"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
+    off_policy = ["--steps-per-generation", "2", "--rows", "scope", "--isolation", "process"]
+    result = run_offline(
+        "benchmarks/step_time.py", "--smoke", *off_policy, "--output-dir", str(tmp_path / "off_policy"), timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = json.loads((tmp_path / "off_policy" / "step_time_smoke.json").read_text())["rows"]["scope"]["repeats"]
@@ -90,20 +67,14 @@ def test_step_time_benchmark_smoke(tmp_path):
 def test_step_time_benchmark_smoke_with_a_vllm_teacher(tmp_path):
     """The vLLM row against a real vLLM server (its CPU build, started once, ~1 min of this test): the teacher phase is
     the HTTP round trip, and the server and every row's trainer are pinned to disjoint cores."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "benchmarks", "step_time.py"),
-            "--smoke",
-            "--rows",
-            "grpo,scope_vllm_teacher",
-            "--output-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_offline(
+        "benchmarks/step_time.py",
+        "--smoke",
+        "--rows",
+        "grpo,scope_vllm_teacher",
+        "--output-dir",
+        str(tmp_path),
         timeout=900,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     record = json.loads((tmp_path / "step_time_smoke.json").read_text())
@@ -199,13 +170,7 @@ def test_soak_checks_catch_a_leak_a_nan_and_a_slowdown():
 
 
 def test_soak_benchmark_smoke(tmp_path):
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "benchmarks", "soak.py"), "--smoke", "--output-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    result = run_offline("benchmarks/soak.py", "--smoke", "--output-dir", str(tmp_path), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     import json
 
@@ -220,19 +185,7 @@ def test_soak_benchmark_smoke(tmp_path):
 
 
 def test_teacher_memory_benchmark_smoke(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "benchmarks", "teacher_memory.py"),
-            "--smoke",
-            "--output-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    result = run_offline("benchmarks/teacher_memory.py", "--smoke", "--output-dir", str(tmp_path), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     import json
 

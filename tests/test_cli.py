@@ -10,7 +10,7 @@ import pytest
 
 from scope_trl.cli import main
 
-from .helpers import console_script
+from .helpers import console_script, run_offline
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,20 +139,8 @@ def test_console_script_is_installed():
 
 
 def test_quickstart_example_runs_offline(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "examples", "dgpo_quickstart.py"),
-            "--toy",
-            "--max-steps",
-            "2",
-            "--output-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    result = run_offline(
+        "examples/dgpo_quickstart.py", "--toy", "--max-steps", "2", "--output-dir", str(tmp_path), timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "model.safetensors").exists()

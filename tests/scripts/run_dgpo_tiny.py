@@ -109,11 +109,36 @@ def zero_stage_of(trainer):
     return None if plugin is None else int(plugin.zero_stage)
 
 
+def tiny_cpu_config(args) -> dict:
+    """The config fields both tiny scripts share: CPU, the toy batch layout from the command line, 8-token
+    completions, a large learning rate so that 2 steps move the weights, one log entry per step, no saves."""
+    return {
+        "output_dir": args.output_dir,
+        "use_cpu": True,
+        "bf16": False,
+        "report_to": "none",
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "num_generations": args.num_generations,
+        "steps_per_generation": args.steps_per_generation,
+        "max_completion_length": 8,
+        "max_steps": args.max_steps,
+        "learning_rate": 5e-2,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "dataloader_num_workers": 0,
+    }
+
+
+def lora_config():
+    from peft import LoraConfig
+
+    return LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+
+
 def main(argv=None):
     args = parse_args(argv)
 
     import torch
-    from peft import LoraConfig
     from transformers import TrainerCallback
 
     from scope_trl import DGPOConfig, DGPOTrainer
@@ -121,26 +146,12 @@ def main(argv=None):
     from scope_trl.guards import NonFiniteUpdateError
 
     config = DGPOConfig(
-        output_dir=args.output_dir,
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        num_generations=args.num_generations,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        steps_per_generation=args.steps_per_generation,
-        max_completion_length=8,
-        max_steps=args.max_steps,
-        learning_rate=5e-2,
-        logging_steps=1,
-        save_strategy="no",
+        **tiny_cpu_config(args),
         seed=0,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
         gradient_checkpointing=args.gradient_checkpointing,
-        dataloader_num_workers=0,
     )
-    peft_config = None
-    if args.use_peft:
-        peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    peft_config = lora_config() if args.use_peft else None
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -194,35 +194,20 @@ def main(argv=None):
     args = parse_args(argv)
 
     import torch
-    from peft import LoraConfig
 
     # The parameter helpers of the DGPO script (this directory is on sys.path when the script runs).
-    from run_dgpo_tiny import max_abs_diffs, snapshot, zero_stage_of
+    from run_dgpo_tiny import lora_config, max_abs_diffs, snapshot, tiny_cpu_config, zero_stage_of
 
     from scope_trl import SCOPEConfig, SCOPETrainer
     from scope_trl.apps.toy import contains_digit_reward, make_arithmetic_dataset
 
     config = SCOPEConfig(
-        output_dir=args.output_dir,
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        num_generations=args.num_generations,
-        steps_per_generation=args.steps_per_generation,
-        max_completion_length=8,
-        max_steps=args.max_steps,
-        learning_rate=5e-2,
-        logging_steps=1,
-        save_strategy="no",
+        **tiny_cpu_config(args),
         seed=args.seed,
-        dataloader_num_workers=0,
         teacher_model_name_or_path=args.teacher if args.teacher_in_config or args.teacher_server_url else None,
         teacher_model_server_url=args.teacher_server_url,
     )
-    peft_config = None
-    if args.use_peft:
-        peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    peft_config = lora_config() if args.use_peft else None
     verifier = contains_digit_reward if args.verifier == "contains_digit" else rank0_correct_reward
 
     with warnings.catch_warnings():
