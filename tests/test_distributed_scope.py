@@ -45,7 +45,7 @@ GROUP_SIZE = 4
 # subset split over both processes); the tests assert that they saw such groups, so a change of RNG stream that
 # loses them fails loudly instead of making the tests vacuous.
 SEED = "2"
-SCOPE_METRICS = ("scope/frac_correct", "scope/opd_loss", "scope/mle_loss", "scope/teacher_kl", "policy_loss")
+SCOPE_METRICS = ("scope/frac_correct", "scope/frac_incorrect", "scope/opd_loss", "scope/mle_loss", "policy_loss")
 
 
 def launch(config, toy_paths, out_dir, *script_args, accelerate_args=()):
@@ -194,8 +194,10 @@ def check_report(report, distributed_type, zero_stage=None, global_step=2):
         for name in ("scope/opd_loss", "scope/mle_loss", "policy_loss"):
             assert math.isfinite(entry[name]), entry
         assert 0.0 <= entry["scope/frac_correct"] <= 1.0, entry
-        if entry["scope/frac_correct"] < 1.0:  # some rollout was distilled
+        if entry["scope/frac_incorrect"] > 0.0:  # some rollout was distilled
             assert math.isfinite(entry["scope/teacher_kl"]), entry
+        else:  # undefined without a distilled token: left out of the logs (docs/metrics.md)
+            assert "scope/teacher_kl" not in entry, entry
         # Both terms are reduced like the loss, with the same normaliser: they add up to it.
         assert entry["policy_loss"] == pytest.approx(entry["scope/mle_loss"] + entry["scope/opd_loss"], abs=1e-5)
     assert any(0.0 < entry["scope/frac_correct"] < 1.0 for entry in step_logs), "No step used both paths"

@@ -94,7 +94,7 @@ def install_recorders(trainer, records):
     """Wrap the trainer (and `scope_trl.scope_trainer.dual_path_weights`) to fill `records`, one per generation batch."""
     import torch
 
-    import scope_trl.scope_trainer as scope_module
+    import scope_trl.weights as weights_module
 
     current = {}  # what the generation batch in progress has captured so far
 
@@ -106,7 +106,7 @@ def install_recorders(trainer, records):
         teacher_module = getattr(trainer.teacher_model, "module", trainer.teacher_model)  # inside a DeepSpeed engine
         teacher_module.register_forward_pre_hook(count_teacher_forward, with_kwargs=True)
 
-    original_weights = scope_module.dual_path_weights
+    original_weights = weights_module.dual_path_weights  # as `path_weights` calls it
 
     def recording_weights(student_seq_logps, teacher_seq_logps, correct, group_size, **kwargs):
         weights = original_weights(student_seq_logps, teacher_seq_logps, correct, group_size, **kwargs)
@@ -120,7 +120,7 @@ def install_recorders(trainer, records):
         }
         return weights
 
-    scope_module.dual_path_weights = recording_weights
+    weights_module.dual_path_weights = recording_weights
 
     original_score = trainer._score_with_teacher
 
