@@ -200,6 +200,12 @@ def text_reward(completions, **kwargs):
     return [1.0] * (len(completions) - 1) + ["correct"]
 
 
+def refused_reward(trainer, message: str) -> None:
+    """Training stops at the first reward batch with a `RewardFunctionError` matching `message`."""
+    with pytest.raises(RewardFunctionError, match=message):
+        trainer.train()
+
+
 def nan_reward(completions, **kwargs):
     return [float("nan") if i % 2 else 1.0 for i in range(len(completions))]
 
@@ -209,22 +215,14 @@ def test_a_reward_function_that_raises_names_itself_and_a_completion(
     trainer_class, student_path, teacher_path, toy_dataset, tmp_path
 ):
     trainer = build(trainer_class, student_path, teacher_path, toy_dataset, tmp_path, reward_funcs=exploding_reward)
-    with pytest.raises(
-        RewardFunctionError,
-        match=r"'exploding_reward' raised KeyError: 'solution' \(on a batch of "
-        r"\d+ completions; the first one: ['\"].*['\"]\)",
-    ):
-        trainer.train()
+    message = r"'exploding_reward' raised KeyError: 'solution' \(on a batch of \d+ completions; the first one: ['\"]"
+    refused_reward(trainer, message + r".*['\"]\)")
 
 
 def test_a_non_numeric_reward_is_refused_with_its_position(student_path, teacher_path, toy_dataset, tmp_path):
     trainer = build(DGPOTrainer, student_path, teacher_path, toy_dataset, tmp_path, reward_funcs=text_reward)
-    with pytest.raises(
-        RewardFunctionError,
-        match=r"'text_reward' returned str 'correct' at position 15 \(completion "
-        r"['\"].*['\"]\); each reward must be a number or None",
-    ):
-        trainer.train()
+    message = r"'text_reward' returned str 'correct' at position 15 \(completion ['\"].*['\"]\)"
+    refused_reward(trainer, message + "; each reward must be a number or None")
 
 
 def test_checked_reward_function_passes_numbers_none_and_nan_through():

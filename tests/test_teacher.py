@@ -6,6 +6,7 @@ processes."""
 
 import json
 import sys
+import warnings
 
 import pytest
 import torch
@@ -295,18 +296,21 @@ def test_a_failed_request_stops_every_process_with_the_same_message(server, tmp_
     collective (no process is left behind)."""
     server.error = (400, '{"error": "prompt_logprobs exceeds max_logprobs"}')
     result = tmp_path / "result.json"
-    report = launch_script(
-        SCRIPTS_DIR / "served_teacher_failure.py",
-        "cpu_multi.yaml",
-        result,
-        script_args=[server.url, str(result)],
-        timeout=300,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = launch_script(
+            SCRIPTS_DIR / "served_teacher_failure.py",
+            "cpu_multi.yaml",
+            result,
+            script_args=[server.url, str(result)],
+            timeout=300,
+        )
+    # A transient launch failure (gloo's rendezvous) is relaunched once by `run_command`, which warns: that first
+    # attempt may have reached the server too.
+    launches = 1 + sum("transient launch error" in str(warning.message) for warning in caught)
     messages = report["messages"]
     assert len(messages) == 2 and messages[0] == messages[1], json.dumps(messages, indent=1)
     assert messages[0].startswith("Training process 0 of 2 stopped: The teacher's vLLM server at")
     assert "max_logprobs" in messages[0]
-    # One request, from process 0: a 400 is final (retried, it would make 1 + max_retries = 3 requests). Once, under CI,
-    # the server recorded that request twice, a transport-level retry whose cause was not found: tolerated, counted.
-    assert 1 <= len(server.requests) < 3, len(server.requests)
+    assert len(server.requests) == launches  # one request per launch, from process 0, not retried (a 400 is final)
     assert report["met_after_failure"] == [True, True]
