@@ -136,6 +136,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--smoke", action="store_true", help="tiny budgets, 1 seed, 1 learning rate; gates reported only"
     )
+    parser.add_argument(
+        "--replot", action="store_true", help="only redraw the curves of the tasks from their results JSON files"
+    )
     args = parser.parse_args(argv)
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in args.tasks if t not in SUITES]
@@ -441,7 +444,12 @@ def gates(records: dict[str, dict]) -> list[dict]:
     return found
 
 
-def plot_curves(name: str, record: dict, path: Path) -> None:
+def plot_curves(name: str, record: dict, path: Path) -> dict[str, dict]:
+    """Draw the suite's curves: one panel per metric, one colour per row in every panel (a row without data in a
+    panel keeps its colour for the next), a legend in every panel naming the rows it draws. Returns, per panel, the
+    colour of each row drawn and the legend's labels (what the tests check)."""
+    from matplotlib.colors import to_hex
+
     from scope_trl.optional import import_pyplot
 
     plt = import_pyplot("drawing the miniatures' learning curves")
@@ -450,8 +458,12 @@ def plot_curves(name: str, record: dict, path: Path) -> None:
         panels.append(("scope/teacher_kl", "scope/teacher_kl (distillation rows)"))
     if any("clip_ratio/region_mean" in r["curves"] for runs in record["runs"].values() for r in runs.values()):
         panels.append(("clip_ratio/region_mean", "boundary-token share"))
+    palette = plt.get_cmap("tab20" if len(record["runs"]) > 10 else "tab10")
+    colours = {key: to_hex(palette(index % palette.N)) for index, key in enumerate(record["runs"])}
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
+    drawn = {}
     for ax, (key, title) in zip(axes[0], panels):
+        lines = {}
         for row_key, runs in record["runs"].items():
             by_step: dict[int, list[float]] = {}
             for run in runs.values():
@@ -465,14 +477,17 @@ def plot_curves(name: str, record: dict, path: Path) -> None:
             means = [statistics.fmean(by_step[step]) for step in steps]
             window = 10  # a moving average over logged points: single steps are 128 rollouts and noisy
             smooth = [statistics.fmean(means[max(0, i - window + 1) : i + 1]) for i in range(len(means))]
-            ax.plot(steps, smooth, label=row(row_key).label)
+            (line,) = ax.plot(steps, smooth, label=row(row_key).label, color=colours[row_key])
+            lines[row(row_key).label] = to_hex(line.get_color())
         ax.set_title(title)
         ax.set_xlabel("optimizer step")
-    axes[0][0].legend(fontsize=7)
+        legend = ax.legend(fontsize=7) if lines else None
+        drawn[key] = {"lines": lines, "legend": [text.get_text() for text in legend.get_texts()] if legend else []}
     fig.suptitle(f"miniature {record['title']}")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+    return drawn
 
 
 def estimate_minutes(args, budget: Budget) -> float:
@@ -496,6 +511,13 @@ def main(argv=None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore")
+    if args.replot:
+        for name in args.tasks:
+            record = json.loads((Path(args.output_dir) / f"miniature_{name}.json").read_text())
+            path = Path(args.output_dir) / f"miniature_{name}_curves.png"
+            plot_curves(name, record, path)
+            print(f"curves: {path}")
+        return 0
     budget = budget_from(args)
     print(
         f"miniatures: tasks {', '.join(args.tasks)}; {args.seeds} seed(s); lr grid {args.lr_grid}; RL "

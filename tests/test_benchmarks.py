@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import sys
 
 import pytest
 
@@ -151,8 +152,9 @@ def load_script(name):
     """A benchmark script as a module (they live outside the package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "benchmarks", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", os.path.join(REPO, "benchmarks", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve their annotations through it
     spec.loader.exec_module(module)
     return module
 
@@ -221,3 +223,30 @@ def test_teacher_memory_checks():
     assert all(c["passed"] for c in module.checks(rows((100, 500), (1000, 8000))).values())
     assert not module.checks(rows((100, 900), (1000, 8000)))["ratio_at_longest"]["passed"]  # 8.9x < 10x
     assert not module.checks(rows((10, 200), (1000, 8000)))["ours_growth"]["passed"]  # 20x for 8x the length
+
+
+def test_miniature_curves_keep_one_colour_per_row_in_every_panel(tmp_path):
+    """A row without data in a panel (GRPO has no teacher KL) must not shift the colours of the rows after it, and
+    every panel's legend names the rows it draws: the bug was OPD drawn in GRPO's colour under a legend drawn once."""
+    miniatures = load_script("miniatures")
+
+    def run(**curves):
+        return {"curves": {"step": [1, 2, 3], **curves}}
+
+    record = {
+        "title": "test",
+        "runs": {
+            "grpo": {0: run(reward=[0.1, 0.2, 0.3])},
+            "opd": {0: run(reward=[0.2, 0.2, 0.4], **{"scope/teacher_kl": [0.5, 0.4, 0.3]})},
+            "control": {0: run(reward=[0.3, 0.1, 0.2], **{"scope/teacher_kl": [-0.2, -0.1, -0.2]})},
+        },
+    }
+    drawn = miniatures.plot_curves("test", record, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    colours = drawn["reward"]["lines"]
+    assert list(colours) == ["GRPO", "OPD (same rollouts)", "teacher-free control"]
+    assert len(set(colours.values())) == 3
+    kl = drawn["scope/teacher_kl"]
+    assert kl["lines"] == {label: colours[label] for label in ("OPD (same rollouts)", "teacher-free control")}
+    for panel in drawn.values():
+        assert panel["legend"] == list(panel["lines"])
