@@ -29,6 +29,8 @@ import torch
 from peft import LoraConfig
 from transformers import TrainerCallback
 
+from scope_trl.routing import EXCLUDED, MLE, OPD
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The factors
@@ -407,6 +409,8 @@ def _record_signal(trainer) -> None:
             advantages, mask = inputs["advantages"], inputs["completion_mask"].bool()
             if "tool_mask" in inputs:
                 mask = mask & inputs["tool_mask"].bool()
+            if "scope_route" in inputs:  # SCOPE's loss tokens are those of routed rollouts
+                mask = mask & (inputs["scope_route"] != EXCLUDED).unsqueeze(1)
             advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
             trainer._sweep_signal |= bool(((advantages != 0) & mask).any())
             trainer._sweep_tokens[trainer.state.global_step + 1] += int(mask.sum())
@@ -547,8 +551,6 @@ def check_metrics(trainer: str, history: list[dict], tokenless: set[int]) -> Non
 def check_weights(combo: dict, batches: list) -> None:
     """SCOPE's live weights: per prompt group and routed subset, mean 1 (sum 1 under "sum"); 0 on excluded rollouts;
     1 for every member of a path whose weights are off, and everywhere without routing."""
-    from scope_trl.routing import EXCLUDED, MLE, OPD
-
     assert batches, "no generation batch was weighted"
     for mode, group_size, path, weight in batches:
         assert (weight[path == EXCLUDED] == 0).all(), f"{mode}: an excluded rollout has weight {weight}"
