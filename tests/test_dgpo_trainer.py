@@ -37,16 +37,21 @@ def make_dgpo_trainer(student_path, dataset, tmp_path, config_class=DGPOConfig, 
     )
 
 
-def train_dgpo(student_path, dataset, tmp_path, eval_dataset=None, **overrides):
+def build_dgpo(student_path, dataset, tmp_path, eval_dataset=None, peft_config=None, **overrides):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = DGPOTrainer(
+        return DGPOTrainer(
             model=student_path,
             reward_funcs=digit_fraction_reward,
             args=tiny_dgpo_args(tmp_path, **overrides),
             train_dataset=dataset,
             eval_dataset=eval_dataset,
+            peft_config=peft_config,
         )
+
+
+def train_dgpo(student_path, dataset, tmp_path, eval_dataset=None, **overrides):
+    trainer = build_dgpo(student_path, dataset, tmp_path, eval_dataset, **overrides)
     before = snapshot(trainer.model)
     trainer.train()
     return trainer, changed(before, trainer.model)
@@ -196,15 +201,7 @@ def test_entropy_bonus_static_and_adaptive(student_path, toy_dataset, tmp_path):
 
 def test_lora_trains_only_the_adapter(student_path, toy_dataset, tmp_path):
     peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer = DGPOTrainer(
-            model=student_path,
-            reward_funcs=digit_fraction_reward,
-            args=tiny_dgpo_args(tmp_path),
-            train_dataset=toy_dataset,
-            peft_config=peft_config,
-        )
+    trainer = build_dgpo(student_path, toy_dataset, tmp_path, peft_config=peft_config)
     before = snapshot(trainer.model)
     trainer.train()
     changed_params = changed(before, trainer.model)
@@ -214,14 +211,7 @@ def test_lora_trains_only_the_adapter(student_path, toy_dataset, tmp_path):
 
 
 def test_model_card_cites_dgpo_and_trl(student_path, toy_dataset, tmp_path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer = DGPOTrainer(
-            model=student_path,
-            reward_funcs=digit_fraction_reward,
-            args=tiny_dgpo_args(tmp_path),
-            train_dataset=toy_dataset,
-        )
+    trainer = build_dgpo(student_path, toy_dataset, tmp_path)
     trainer.create_model_card(model_name="tiny-dgpo", dataset_name="toy-arithmetic")
     card = (tmp_path / "README.md").read_text()
     for needle in (
@@ -244,14 +234,7 @@ def test_checkpoint_resume_continues(student_path, toy_dataset, tmp_path):
     checkpoint = tmp_path / "checkpoint-2"
     assert (checkpoint / "model.safetensors").exists() and (checkpoint / "trainer_state.json").exists()
     assert "DGPO" in (tmp_path / "README.md").read_text()  # the card is written next to the checkpoints
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        resumed = DGPOTrainer(
-            model=student_path,
-            reward_funcs=digit_fraction_reward,
-            args=tiny_dgpo_args(tmp_path, max_steps=4),
-            train_dataset=toy_dataset,
-        )
+    resumed = build_dgpo(student_path, toy_dataset, tmp_path, max_steps=4)
     resumed.train(resume_from_checkpoint=str(checkpoint))
     assert resumed.state.global_step == 4
     steps = [entry["step"] for entry in resumed.state.log_history if "loss" in entry]

@@ -52,6 +52,20 @@ def build_scope(student, teacher, dataset, tmp_path, reward_funcs=contains_digit
         )
 
 
+def hand_batch_scope(student_path, teacher_path, dataset, tmp_path, **overrides):
+    """A SCOPETrainer ready for `_compute_loss` on hand-made batches (`helpers.make_trainer`)."""
+    return make_trainer(
+        SCOPETrainer,
+        SCOPEConfig,
+        student_path,
+        dataset,
+        tmp_path,
+        contains_digit_reward,
+        trainer_kwargs={"teacher_model": teacher_path},
+        **overrides,
+    )
+
+
 def record_generation_batches(trainer):
     """Keep every generation batch `_generate_and_score_completions` returns (with the rewards), in generation order
     and complete: when π_old is the loss forward's own, the weights, routes and advantages are computed there
@@ -401,14 +415,11 @@ def test_init_kwargs_with_a_teacher_instance_are_refused(student_path, teacher_p
 @pytest.mark.parametrize("surrogate", ["ppo", "dgpo"])
 def test_loss_gradient_at_ratio_one(student_path, teacher_path, toy_dataset, tmp_path, aggregation, surrogate):
     """At ρ = 1: −mle_coef·w^stu/D_mle on correct tokens, −opd_coef·A/D_opd on incorrect tokens, 0 on excluded."""
-    trainer = make_trainer(
-        SCOPETrainer,
-        SCOPEConfig,
+    trainer = hand_batch_scope(
         student_path,
+        teacher_path,
         toy_dataset,
         tmp_path,
-        contains_digit_reward,
-        trainer_kwargs={"teacher_model": teacher_path},
         scope_loss_aggregation=aggregation,
         policy_surrogate=surrogate,
         mle_coef=0.5,
@@ -444,14 +455,11 @@ def test_loss_gradient_at_ratio_one(student_path, teacher_path, toy_dataset, tmp
 
 
 def test_outcome_advantage_term(student_path, teacher_path, toy_dataset, tmp_path):
-    trainer = make_trainer(
-        SCOPETrainer,
-        SCOPEConfig,
+    trainer = hand_batch_scope(
         student_path,
+        teacher_path,
         toy_dataset,
         tmp_path,
-        contains_digit_reward,
-        trainer_kwargs={"teacher_model": teacher_path},
         outcome_advantage_coef=0.25,
         mle_coef=0.0,
         opd_coef=0.0,

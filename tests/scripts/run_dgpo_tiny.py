@@ -93,6 +93,35 @@ def max_abs_diffs(before: dict, after: dict) -> dict:
     return {name: (after[name] - before[name]).abs().max().item() for name in before}
 
 
+def checksum(tensors: dict) -> float:
+    """A float64 fingerprint of a parameter snapshot (sum and absolute sum), equal across ranks in sync."""
+    return math.fsum(t.double().sum().item() + t.double().abs().sum().item() for t in tensors.values())
+
+
+def in_sync(sums: list[float]) -> bool:
+    return all(math.isclose(c, sums[0], rel_tol=1e-9, abs_tol=1e-9) for c in sums)
+
+
+def write_report(accelerator, report: dict | None, path: str) -> None:
+    """Rank 0 writes `report` as JSON; then every rank ends the run (destroys the process group)."""
+    if accelerator.is_main_process:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2, default=str)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+def exit_without_finalization() -> None:
+    """Leave without interpreter finalization. Once (1 launch in ~40, the very first DeepSpeed one) rank 0 aborted
+    after a successful run, with "terminate called without an active exception" (SIGABRT) from native teardown code,
+    which turned a finished run into a failed launch. Everything has been written and the process group destroyed by
+    then, so skipping the C++ static destructors and atexit hooks loses nothing."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def poison_loss(trainer, step: int) -> None:
     """Make the per-token loss NaN at optimizer step `step` (1-based), on every process."""
     original = trainer._per_token_policy_loss
@@ -191,9 +220,9 @@ def main(argv=None):
     accelerator = trainer.accelerator
     diffs = max_abs_diffs(before, after)
     frozen_diffs = max_abs_diffs(frozen_before, frozen_after)
-    checksum = math.fsum(t.double().sum().item() + t.double().abs().sum().item() for t in after.values())
-    checksums = accelerator.gather(torch.tensor([checksum], dtype=torch.float64)).tolist()
+    checksums = accelerator.gather(torch.tensor([checksum(after)], dtype=torch.float64)).tolist()
 
+    report = None
     if accelerator.is_main_process:
         report = {
             "world_size": accelerator.num_processes,
@@ -210,26 +239,16 @@ def main(argv=None):
             "num_frozen_params": len(frozen_diffs),
             "num_frozen_params_changed": sum(d > 0 for d in frozen_diffs.values()),
             "param_checksums": checksums,
-            "ranks_in_sync": all(math.isclose(c, checksums[0], rel_tol=1e-9, abs_tol=1e-9) for c in checksums),
+            "ranks_in_sync": in_sync(checksums),
             "log_history": trainer.state.log_history,
             "nonfinite_error": nonfinite_error,
             "params_finite": all(bool(torch.isfinite(t).all()) for t in after.values()),
             "params_equal_to_last_completed_step": bool(last_step)
             and all(torch.equal(last_step[name], after[name]) for name in after),
         }
-        os.makedirs(os.path.dirname(os.path.abspath(args.result)), exist_ok=True)
-        with open(args.result, "w") as f:
-            json.dump(report, f, indent=2, default=str)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()  # destroys the process group
+    write_report(accelerator, report, args.result)
 
 
 if __name__ == "__main__":
     main()
-    # Leave without interpreter finalization. Once (1 launch in ~40, the very first DeepSpeed one) rank 0 aborted
-    # after a successful run, with "terminate called without an active exception" (SIGABRT) from native teardown
-    # code, which turned a finished run into a failed launch. Everything has been written and the process group
-    # destroyed by now, so skipping the C++ static destructors and atexit hooks loses nothing.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_without_finalization()

@@ -42,7 +42,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import warnings
 
 
@@ -196,7 +195,16 @@ def main(argv=None):
     import torch
 
     # The parameter helpers of the DGPO script (this directory is on sys.path when the script runs).
-    from run_dgpo_tiny import lora_config, max_abs_diffs, snapshot, tiny_cpu_config, zero_stage_of
+    from run_dgpo_tiny import (
+        checksum,
+        in_sync,
+        lora_config,
+        max_abs_diffs,
+        snapshot,
+        tiny_cpu_config,
+        write_report,
+        zero_stage_of,
+    )
 
     from scope_trl import SCOPEConfig, SCOPETrainer
     from scope_trl.apps.toy import contains_digit_reward, make_arithmetic_dataset
@@ -248,15 +256,10 @@ def main(argv=None):
     frozen_diffs = max_abs_diffs(frozen_before, frozen_after)
     teacher_diffs = max_abs_diffs(teacher_before, teacher_after)
 
-    def checksum(tensors):
-        return math.fsum(t.double().sum().item() + t.double().abs().sum().item() for t in tensors.values())
-
     checksums = accelerator.gather(torch.tensor([checksum(after), checksum(teacher_after)], dtype=torch.float64))
     student_sums, teacher_sums = checksums.view(-1, 2).T.tolist()
 
-    def in_sync(sums):
-        return all(math.isclose(c, sums[0], rel_tol=1e-9, abs_tol=1e-9) for c in sums)
-
+    report = None
     if accelerator.is_main_process:
         report = {
             "world_size": accelerator.num_processes,
@@ -281,16 +284,11 @@ def main(argv=None):
             "teacher_in_sync": in_sync(teacher_sums),
             "log_history": trainer.state.log_history,
         }
-        os.makedirs(os.path.dirname(os.path.abspath(args.result)), exist_ok=True)
-        with open(args.result, "w") as f:
-            json.dump(report, f, indent=2, default=str)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()  # destroys the process group
+    write_report(accelerator, report, args.result)
 
 
 if __name__ == "__main__":
+    from run_dgpo_tiny import exit_without_finalization
+
     main()
-    # As in run_dgpo_tiny.py: skip interpreter finalization (a rare native-teardown SIGABRT after a finished run).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_without_finalization()
