@@ -10,6 +10,12 @@ Tasks (`scope_trl.apps.miniatures.tasks`; each with its own train / validation /
                SFT is diverse; Pass@j for j = 1..k and distinct correct answers per prompt
     offpolicy  D. task A with 4 and 8 optimizer steps per generation batch: GRPO's hard clip, TRL's CISPO
                (`loss_type="cispo"`) and DGPO, with the boundary-token shares
+    reach      E. beyond reach: task A with RL prompts on which the SFT student's Pass@8 is 0 (an outcome reward
+               almost never fires); test problems reported on the student's beyond-reach subset and the rest; a
+               shuffled-teacher control (the teacher reads another prompt of the batch)
+    reach_weights, coverage_weights
+               the dual-path weights' ablations on E and on C: no weights, one path's weights only, the teacher
+               weight reversed (the paper's ablation), at SCOPE's learning rate
 
 Protocol (what makes the numbers trustworthy):
 
@@ -17,13 +23,16 @@ Protocol (what makes the numbers trustworthy):
   (`REGIME_SEARCH`): warm-up over 10% of the steps then cosine decay, gradients clipped to 1, 200 steps of 16 prompts
   x 8 rollouts at temperature 1. Every row gets the same rollouts per optimizer step.
 - RL prompts are train-split problems at each seed's student's edge of competence (of 8 samples some right and some
-  wrong), the same for every row of a seed.
+  wrong; on E: none right), the same for every row of a seed.
 - The learning rate of each row is chosen from one shared grid (`--lr-grid`) on the **validation** problems, with a
   selection seed that is not one of the table's seeds; the chosen values are printed and saved. Test problems are
   used only for the table.
 - Per seed: the student's SFT, the RL prompts, every RL run and the evaluation sampling; the teacher is trained once
   per task. Differences between rows are **paired by seed** with a two-sided paired t-test (`scipy.stats.ttest_rel`);
-  `*` marks p < 0.05.
+  `*` marks p < 0.05; every difference has its 95% confidence interval.
+- Tasks with hypotheses (E and the ablations) run 8 seeds. Their predictions, each naming two rows, a metric and the
+  expected direction, are written to the results files by `--register` and committed before any run; the table ends
+  with each one's verdict, computed from the paired comparison by a fixed rule (`verdict`).
 - Validity gates, printed with the tables; the script exits with status 1 if one fails: (1) capacity: task A's
   teacher, which has the student's architecture, reaches >= 90% test Avg@k with full SFT; (2) every teacher reaches
   >= 90% on its task (outside its slice on B); (3) on task A at least one RL row raises Avg@k above the SFT student
@@ -34,7 +43,8 @@ Outputs per task in `--output-dir` (default `benchmarks/results`): `miniature_<t
 `miniature_<task>_curves.png` (training reward, and the teacher KL or boundary-token share, mean over seeds). Results
 are written after every run, so `--resume` continues an interrupted benchmark (same settings required).
 
-    python benchmarks/miniatures.py                        # every task, 5 seeds (estimate printed first)
+    python benchmarks/miniatures.py                        # every task, 5 or 8 seeds (estimate printed first)
+    python benchmarks/miniatures.py --tasks reach --register   # hypotheses on record; commit; then --resume
     python benchmarks/miniatures.py --tasks carry --seeds 5 --resume
     python benchmarks/miniatures.py --smoke --output-dir /tmp/mini   # seconds; part of the tests
 """
@@ -55,8 +65,34 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing: `python benchmarks/miniatures.py`
 
-from scope_trl.apps.miniatures.pipeline import Budget, evaluate_path, rl_prompts, row, run_row, sft_models  # noqa: E402
+from scope_trl.apps.miniatures.pipeline import (  # noqa: E402
+    Budget,
+    beyond_reach,
+    evaluate_path,
+    rl_prompts,
+    row,
+    run_row,
+    sft_models,
+)
 from scope_trl.apps.miniatures.tasks import make_task  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A prediction registered before its suite runs: `row` − `baseline` on `metric` (a table label), paired by seed.
+
+    `expect`: "greater" (supported when the mean difference is positive with p < 0.05), "not_greater" (supported
+    unless it is positive with p < 0.05) or "within" (supported when the 95% confidence interval lies inside
+    ±`margin`). Verdicts need at least `MIN_SEEDS` paired seeds.
+    """
+
+    key: str
+    claim: str
+    row: str
+    baseline: str
+    metric: str
+    expect: str
+    margin: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +105,112 @@ class Suite:
     # SFT steps (teacher, student), fixed from the SFT'd models' validation accuracy before any RL row was run:
     # a teacher near 100% (outside its slice on B) and a student at its edge (task A's student lacks carries).
     sft_steps: tuple[int, int] = (1500, 1000)
+    seeds: int = 5  # table seeds 0..seeds-1 unless --seeds says otherwise
+    prompts: str = "edge"  # RL prompts at the student's edge of competence, or "beyond_reach" (Pass@k = 0)
+    hypotheses: tuple[Hypothesis, ...] = ()
+    # (row, source): the row takes the learning rate chosen for `source` instead of choosing its own (ablations that
+    # change one mechanism keep everything else, the rate included, equal to the full method's)
+    lr_from: tuple[tuple[str, str], ...] = ()
 
+
+MIN_SEEDS = 8
+
+BEYOND = "Avg@k beyond reach"
+REACH_HYPOTHESES = (
+    Hypothesis(
+        "E1",
+        "GRPO stays near the student where the student never succeeds (outcome rewards are almost always 0 there): "
+        "the 95% CI of GRPO − student lies within ±0.05",
+        "grpo",
+        "student",
+        BEYOND,
+        "within",
+        0.05,
+    ),
+    Hypothesis("E2", "OPD beats GRPO beyond reach", "opd", "grpo", BEYOND, "greater"),
+    Hypothesis("E3", "SCOPE beats GRPO beyond reach", "scope", "grpo", BEYOND, "greater"),
+    Hypothesis("E4", "OPD beats the teacher-free control beyond reach", "opd", "control", BEYOND, "greater"),
+    Hypothesis(
+        "E5",
+        "OPD beats the shuffled teacher beyond reach (the teacher's knowledge of the problem, not its token "
+        "statistics, is what helps)",
+        "opd",
+        "opd_shuffled",
+        BEYOND,
+        "greater",
+    ),
+    Hypothesis("E6", "SCOPE beats the shuffled teacher beyond reach", "scope", "opd_shuffled", BEYOND, "greater"),
+    Hypothesis("E7", "SCOPE beats the teacher-free control beyond reach", "scope", "control", BEYOND, "greater"),
+)
+REACH_WEIGHT_HYPOTHESES = (
+    Hypothesis(
+        "WE1",
+        "reversing the teacher weight (the paper's ablation) does not help beyond reach",
+        "scope_teacher_reversed",
+        "scope",
+        BEYOND,
+        "not_greater",
+    ),
+    Hypothesis(
+        "WE2",
+        "SCOPE beats its reversed teacher weight beyond reach (the paper's ablation result)",
+        "scope",
+        "scope_teacher_reversed",
+        BEYOND,
+        "greater",
+    ),
+    Hypothesis(
+        "WE3",
+        "the teacher weight alone beats no weights beyond reach, where nearly every rollout is distilled",
+        "scope_teacher_weights",
+        "scope_no_weights",
+        BEYOND,
+        "greater",
+    ),
+)
+COVERAGE_WEIGHT_HYPOTHESES = (
+    Hypothesis(
+        "WC1",
+        "student weights alone raise the distinct correct answers per prompt over no weights",
+        "scope_student_weights",
+        "scope_no_weights",
+        "distinct correct",
+        "greater",
+    ),
+    Hypothesis(
+        "WC2",
+        "student weights alone raise Pass@k over no weights",
+        "scope_student_weights",
+        "scope_no_weights",
+        "Pass@k",
+        "greater",
+    ),
+    Hypothesis(
+        "WC3",
+        "with the teacher weight on, adding the student weight raises the distinct correct answers",
+        "scope",
+        "scope_teacher_weights",
+        "distinct correct",
+        "greater",
+    ),
+    Hypothesis(
+        "WC4",
+        "reversing the teacher weight does not help Avg@k",
+        "scope_teacher_reversed",
+        "scope",
+        "Avg@k",
+        "not_greater",
+    ),
+    Hypothesis(
+        "WC5",
+        "SCOPE beats its reversed teacher weight on Avg@k (the paper's ablation result)",
+        "scope",
+        "scope_teacher_reversed",
+        "Avg@k",
+        "greater",
+    ),
+)
+WEIGHT_ROWS = ("scope", "scope_no_weights", "scope_student_weights", "scope_teacher_weights", "scope_teacher_reversed")
 
 MAIN_ROWS = ("student", "grpo", "opd", "scope", "scope_no_weights", "scope_dgpo", "dgpo", "control")
 CARRY = (("student_carry_rate", 0.05),)
@@ -98,6 +239,39 @@ SUITES = {
         ("student", "grpo@4", "grpo@8"),
         CARRY,
     ),
+    "reach": Suite(
+        "E: beyond reach (task A, RL prompts the SFT student never solves in 8 samples)",
+        "carry",
+        ("student", "grpo", "opd", "scope", "control", "opd_shuffled"),
+        ("student", "grpo", "opd"),
+        CARRY,
+        seeds=MIN_SEEDS,
+        prompts="beyond_reach",
+        hypotheses=REACH_HYPOTHESES,
+    ),
+    # On E nearly every rollout is incorrect, so the MLE path where the student weight acts is nearly empty: its
+    # student-weights-only row is trimmed (the budget is 60 minutes a task).
+    "reach_weights": Suite(
+        "E, weight ablations (task E's prompts and problems)",
+        "carry",
+        tuple(key for key in WEIGHT_ROWS if key != "scope_student_weights"),
+        ("scope", "scope_no_weights"),
+        CARRY,
+        seeds=MIN_SEEDS,
+        prompts="beyond_reach",
+        hypotheses=REACH_WEIGHT_HYPOTHESES,
+        lr_from=tuple((key, "scope") for key in WEIGHT_ROWS[1:] if key != "scope_student_weights"),
+    ),
+    "coverage_weights": Suite(
+        "C, weight ablations (task C)",
+        "coverage",
+        WEIGHT_ROWS,
+        ("scope", "scope_no_weights"),
+        sft_steps=(1000, 800),
+        seeds=MIN_SEEDS,
+        hypotheses=COVERAGE_WEIGHT_HYPOTHESES,
+        lr_from=tuple((key, "scope") for key in WEIGHT_ROWS[1:]),
+    ),
 }
 SELECTION_SEED = 100  # the learning rate is chosen with this seed's student and prompts, on validation problems
 GATE_ACCURACY = 0.9
@@ -123,9 +297,14 @@ COST = {"teacher_sft_step": 0.05, "student_sft_step": 0.05, "rl_step": 0.2, "rl_
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--tasks", default="carry,slice,coverage,offpolicy", help=f"comma-separated: {', '.join(SUITES)}"
+        "--tasks", default=",".join(SUITES), help=f"comma-separated: {', '.join(SUITES)} (default: all)"
     )
-    parser.add_argument("--seeds", type=int, default=5, help="table seeds 0..N-1 (default 5)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="table seeds 0..N-1 (default: the task's, 5 or 8 where it registers hypotheses)",
+    )
     parser.add_argument("--rows", default=None, help="comma-separated subset of each task's rows (default: all)")
     parser.add_argument("--lr-grid", default="3e-4,1e-3,3e-3", help="learning rates each row chooses from")
     parser.add_argument("--max-steps", type=int, default=None, help="RL optimizer steps (default 200)")
@@ -138,6 +317,12 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--replot", action="store_true", help="only redraw the curves of the tasks from their results JSON files"
+    )
+    parser.add_argument(
+        "--register",
+        action="store_true",
+        help="only write the tasks' hypotheses and settings to their results files (commit them, then run with "
+        "--resume): predictions are on record before any run",
     )
     args = parser.parse_args(argv)
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -167,18 +352,22 @@ def budget_from(args) -> Budget:
 
 
 def paired(a: list[float], b: list[float]) -> dict:
-    """Mean and sample std of the per-seed differences a - b, and the two-sided paired t-test's p-value."""
+    """Mean and sample std of the per-seed differences a - b, the two-sided paired t-test's p-value and the 95%
+    confidence interval of the mean difference (Student's t with n - 1 degrees of freedom)."""
     from scope_trl.optional import import_optional
 
     stats = import_optional("scipy.stats", "the paired t-tests of benchmarks/miniatures.py")
     differences = [x - y for x, y in zip(a, b, strict=True)]
+    n = len(differences)
     mean = statistics.fmean(differences)
-    std = statistics.stdev(differences) if len(differences) > 1 else float("nan")
-    if len(differences) < 2 or std == 0:
+    std = statistics.stdev(differences) if n > 1 else float("nan")
+    if n < 2 or std == 0:
         p = float("nan") if std != 0 or mean == 0 else 0.0
+        half_width = float("nan") if n < 2 else 0.0
     else:
         p = float(stats.ttest_rel(a, b).pvalue)
-    return {"mean": mean, "std": std, "p": p, "n": len(differences)}
+        half_width = float(stats.t.ppf(0.975, n - 1)) * std / n**0.5
+    return {"mean": mean, "std": std, "p": p, "n": n, "ci": [mean - half_width, mean + half_width]}
 
 
 def mean_std(values: list[float]) -> str:
@@ -190,7 +379,26 @@ def mean_std(values: list[float]) -> str:
 
 def diff_cell(comparison: dict) -> str:
     star = "*" if comparison["p"] < 0.05 else ""
-    return f"{comparison['mean']:+.3f} ± {comparison['std']:.3f}{star} (p={comparison['p']:.2g})"
+    ci = comparison.get("ci")
+    interval = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+    return f"{comparison['mean']:+.3f} ± {comparison['std']:.3f}{interval}{star} (p={comparison['p']:.2g})"
+
+
+def verdict(hypothesis: Hypothesis, comparison: dict | None) -> str:
+    """ "supported", "not supported", "contradicted" (the opposite came out significant) or "too few seeds"."""
+    if comparison is None or comparison["n"] < MIN_SEEDS:
+        return "too few seeds"
+    mean, p, (low, high) = comparison["mean"], comparison["p"], comparison["ci"]
+    significant = p < 0.05
+    if hypothesis.expect == "greater":
+        return "supported" if significant and mean > 0 else "contradicted" if significant else "not supported"
+    if hypothesis.expect == "not_greater":
+        return "contradicted" if significant and mean > 0 else "supported"
+    if hypothesis.expect == "within":
+        if -hypothesis.margin <= low and high <= hypothesis.margin:
+            return "supported"
+        return "contradicted" if low > hypothesis.margin or high < -hypothesis.margin else "not supported"
+    raise ValueError(f"Unknown expectation {hypothesis.expect!r}.")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -198,19 +406,27 @@ def diff_cell(comparison: dict) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def metric_views(task_name: str) -> list[tuple[str, tuple[str, ...]]]:
-    """(label, path into a run's summary) of the metrics a task's table reports."""
+def metric_views(suite: Suite) -> list[tuple[str, tuple[str, ...]]]:
+    """(label, path into a run's summary) of the metrics a suite's table reports."""
     views = [("Avg@k", ("avg@k",)), ("Pass@k", ("pass@k",))]
-    if task_name == "slice":
+    if suite.task == "slice":
         views += [("Avg@k slice", ("slice", "avg@k")), ("Avg@k rest", ("rest", "avg@k"))]
-    if task_name == "coverage":
+    if suite.task == "coverage":
         views += [("distinct correct", ("distinct_correct",)), ("Pass@1", ("pass_curve", 0))]
+    if suite.prompts == "beyond_reach":
+        views += [(BEYOND, ("beyond_reach", "avg@k")), ("Avg@k within reach", ("within_reach", "avg@k"))]
     return views
+
+
+# The per-row comparisons a table prints beside Avg@k.
+COMPARED_VIEWS = ("Avg@k slice", "Avg@k rest", "distinct correct", BEYOND, "Avg@k within reach")
 
 
 def pick(summary: dict, path: tuple) -> float:
     value = summary
     for key in path:
+        if isinstance(value, dict) and value.get("problems") == 0:
+            return float("nan")  # a subset without problems (a smoke run's handful of problems)
         value = value[key]
     return float(value)
 
@@ -220,12 +436,14 @@ def select_learning_rates(rows, task, budget, grid, cache_dir, work_root, record
     chosen = record.setdefault("selection", {"seed": SELECTION_SEED, "grid": grid, "validation": {}, "chosen": {}})
     if chosen["grid"] != grid:
         raise SystemExit(f"--resume: the saved selection used the grid {chosen['grid']}, not {grid}.")
-    rl_rows = [key for key in rows if row(key).trainer is not None]
+    borrowed = dict(SUITES[record["task"]].lr_from)
+    rl_rows = [key for key in rows if row(key).trainer is not None and key not in borrowed]
     if len(grid) == 1:
         chosen["chosen"] = dict.fromkeys(rl_rows, grid[0])
+        chosen["chosen"] |= {key: grid[0] for key in rows if key in borrowed}
         return chosen["chosen"]
     paths = sft_models(task, budget, SELECTION_SEED, cache_dir, log)
-    prompts, _ = rl_prompts(task, budget, paths["student"], SELECTION_SEED, cache_dir)
+    prompts, _ = rl_prompts(task, budget, paths["student"], SELECTION_SEED, cache_dir, SUITES[record["task"]].prompts)
     validation = task.problems("validation", budget.eval_problems, 0)
     for key in rl_rows:
         scores = chosen["validation"].setdefault(key, {})
@@ -239,6 +457,11 @@ def select_learning_rates(rows, task, budget, grid, cache_dir, work_root, record
             log(f"  [select] {key:18s} lr {lr:g}: validation Avg@{budget.k} {scores[str(lr)]:.3f}")
             save()
         chosen["chosen"][key] = float(max(scores, key=lambda lr: scores[lr]))
+    for key, source in borrowed.items():
+        if key in rows:
+            if source not in chosen["chosen"]:
+                raise SystemExit(f"{key} takes the learning rate of {source}, which the run leaves out (--rows).")
+            chosen["chosen"][key] = chosen["chosen"][source]
     log("  chosen learning rates: " + ", ".join(f"{k} {v:g}" for k, v in chosen["chosen"].items()))
     return chosen["chosen"]
 
@@ -254,11 +477,17 @@ def run_suite(name: str, args, budget: Budget, log) -> dict:
     cache_dir.mkdir(parents=True, exist_ok=True)
     json_path = output_dir / f"miniature_{name}.json"
     settings_record = {"task": suite.task, "task_kwargs": dict(suite.task_kwargs), "budget": asdict(budget)}
+    if suite.prompts != "edge":
+        settings_record["prompts"] = suite.prompts
     record = {"task": name, "title": suite.title, "settings": settings_record, "regime_search": REGIME_SEARCH}
+    if suite.hypotheses:
+        record["hypotheses"] = [asdict(h) for h in suite.hypotheses]
     if args.resume and json_path.exists():
         saved = json.loads(json_path.read_text())
         if saved.get("settings") != settings_record:
             raise SystemExit(f"--resume: {json_path} was run with other settings; rerun without --resume.")
+        if saved.get("hypotheses") != record.get("hypotheses"):
+            raise SystemExit(f"--resume: the hypotheses registered in {json_path} differ from the suite's.")
         record = saved
     record.setdefault("runs", {})
     record.setdefault("teacher", {})
@@ -269,17 +498,25 @@ def run_suite(name: str, args, budget: Budget, log) -> dict:
         record["elapsed_seconds"] = elapsed_before + time.time() - start
         json_path.write_text(json.dumps(record, indent=1))
 
+    if args.register:
+        save()
+        return record
     work_root = tempfile.mkdtemp(prefix=f"mini-{name}-")
     log(f"== {name}: {suite.title}")
     rates = select_learning_rates(rows, task, budget, args.lr_grid, cache_dir, work_root, record, save, log)
     test_problems = task.problems("test", budget.eval_problems, 0)
-    for seed in range(args.seeds):
+    for seed in range(args.seeds or suite.seeds):
         paths = sft_models(task, budget, seed, cache_dir, log)
+        subsets = None
+        if suite.prompts == "beyond_reach":
+            beyond = beyond_reach(task, paths["student"], test_problems, budget.k, seed)
+            subsets = {"beyond_reach": beyond, "within_reach": [not b for b in beyond]}
+            record.setdefault("beyond_reach_problems", {})[str(seed)] = sum(beyond)
         if str(seed) not in record["teacher"]:
-            teacher = evaluate_path(paths["teacher"], task, test_problems, budget.k, seed)
+            teacher = evaluate_path(paths["teacher"], task, test_problems, budget.k, seed, subsets)
             record["teacher"][str(seed)] = teacher
             log(f"  [seed {seed}] teacher: Avg@{budget.k} {teacher['avg@k']:.3f}")
-        prompts, stats = rl_prompts(task, budget, paths["student"], seed, cache_dir)
+        prompts, stats = rl_prompts(task, budget, paths["student"], seed, cache_dir, suite.prompts)
         record.setdefault("edge_filter", {})[str(seed)] = stats
         for key in rows:
             runs = record["runs"].setdefault(key, {})
@@ -289,7 +526,16 @@ def run_suite(name: str, args, budget: Budget, log) -> dict:
             settings = replace(budget.rl, learning_rate=lr or budget.rl.learning_rate, seed=seed)
             with tempfile.TemporaryDirectory(dir=work_root) as work_dir:
                 result = run_row(
-                    row(key), task, settings, paths, prompts, test_problems, budget.k, Path(work_dir), seed
+                    row(key),
+                    task,
+                    settings,
+                    paths,
+                    prompts,
+                    test_problems,
+                    budget.k,
+                    Path(work_dir),
+                    seed,
+                    subsets=subsets,
                 )
             result["learning_rate"] = lr
             del result["log_history"]  # the curves keep what the tables and plots need
@@ -315,7 +561,7 @@ def seeds_of(record, key) -> list[str]:
 
 def table(name: str, record: dict, k: int) -> str:
     suite = SUITES[name]
-    views = metric_views(suite.task)
+    views = metric_views(suite)
     rows = [key for key in suite.rows if key in record["runs"]]
     lines = [f"### {record['title']}", ""]
     header = ["row", "lr"] + [label.replace("@k", f"@{k}") for label, _ in views]
@@ -339,7 +585,7 @@ def table(name: str, record: dict, k: int) -> str:
                 cells.append(mean_std(values))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Mean ± std over {len(seeds_of(record, rows[0]))} seed(s)."]
-    compared = [views[0]] + [view for view in views if view[0] in ("Avg@k slice", "Avg@k rest", "distinct correct")]
+    compared = [views[0]] + [view for view in views if view[0] in COMPARED_VIEWS]
     for label, path in compared:
         for base in suite.compare_to:
             if base not in record["runs"]:
@@ -347,17 +593,13 @@ def table(name: str, record: dict, k: int) -> str:
             lines += [
                 "",
                 f"**{label.replace('@k', f'@{k}')}, paired differences to {row(base).label}** (mean ± std of "
-                "per-seed differences; `*`: two-sided paired t-test p < 0.05):",
+                "per-seed differences [95% confidence interval]; `*`: two-sided paired t-test p < 0.05):",
                 "",
             ]
             lines += ["| row | difference |", "|---|---|"]
             for key in rows:
-                if key == base:
-                    continue
-                common = [s for s in seeds_of(record, key) if s in record["runs"][base]]
-                a = [pick(record["runs"][key][s]["summary"], path) for s in common]
-                b = [pick(record["runs"][base][s]["summary"], path) for s in common]
-                lines.append(f"| {row(key).label} | {diff_cell(paired(a, b))} |")
+                if key != base:
+                    lines.append(f"| {row(key).label} | {diff_cell(compare(record, key, base, path))} |")
     if suite.task == "coverage":
         lines += ["", f"Pass@j for j = 1..{k} (mean over seeds):", ""]
         lines += ["| row | " + " | ".join(f"j={j}" for j in range(1, k + 1)) + " |", "|---|" + "---|" * k]
@@ -377,6 +619,22 @@ def table(name: str, record: dict, k: int) -> str:
                 else ""
             ),
         ]
+    reach = record.get("beyond_reach_problems")
+    if reach:
+        lines += [
+            "",
+            f"Test problems beyond the student's reach (none of {k} samples of the SFT student right, sampled apart "
+            f"from the evaluation), per seed: {', '.join(str(reach[s]) for s in sorted(reach, key=int))} of "
+            f"{record['settings']['budget']['eval_problems']}. Teacher there: Avg@{k} "
+            f"{mean_std([t['beyond_reach']['avg@k'] for t in teacher if 'beyond_reach' in t])}.",
+        ]
+    if dict(SUITES[name].lr_from):
+        lines += [
+            "",
+            "Rows that take another row's learning rate: "
+            + ", ".join(f"{row(a).label} ← {row(b).label}" for a, b in SUITES[name].lr_from if a in rows)
+            + ".",
+        ]
     selection = record.get("selection", {})
     if selection.get("validation"):
         lines += [
@@ -387,7 +645,52 @@ def table(name: str, record: dict, k: int) -> str:
                 for key, scores in selection["validation"].items()
             ),
         ]
+    lines += hypotheses_section(name, record, k)
     return "\n".join(lines) + "\n"
+
+
+def compare(record: dict, key: str, base: str, path: tuple) -> dict | None:
+    """`paired` of `key` − `base` on the metric at `path`, over the seeds both rows ran; None if either is missing."""
+    if key not in record["runs"] or base not in record["runs"]:
+        return None
+    common = [s for s in seeds_of(record, key) if s in record["runs"][base]]
+    if not common:
+        return None
+    a = [pick(record["runs"][key][s]["summary"], path) for s in common]
+    b = [pick(record["runs"][base][s]["summary"], path) for s in common]
+    return paired(a, b)
+
+
+def hypotheses_section(name: str, record: dict, k: int) -> list[str]:
+    """The suite's registered hypotheses, each with the comparison that decides it and, once run, its verdict."""
+    suite = SUITES[name]
+    if not suite.hypotheses:
+        return []
+    paths = dict(metric_views(suite))
+    lines = [
+        "",
+        "### Hypotheses, registered before any run",
+        "",
+        f"Each compares two rows paired by seed (at least {MIN_SEEDS} seeds): the mean difference ± its std, "
+        "[its 95% confidence interval], `*` for a two-sided paired t-test p < 0.05. Supported: for 'greater', a "
+        "positive difference with p < 0.05; for 'not greater', no positive difference with p < 0.05; for "
+        "'within ±m', the confidence interval inside ±m. Contradicted: significant the other way.",
+        "",
+        "| | prediction | comparison | expected | difference | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    record["verdicts"] = {}
+    for h in suite.hypotheses:
+        comparison = compare(record, h.row, h.baseline, paths[h.metric])
+        ran = comparison is not None
+        found = verdict(h, comparison) if ran else "not run yet"
+        record["verdicts"][h.key] = {"verdict": found, "comparison": comparison}
+        expected = {"greater": "> 0", "not_greater": "not > 0", "within": f"within ±{h.margin:g}"}[h.expect]
+        lines.append(
+            f"| {h.key} | {h.claim} | {row(h.row).label} − {row(h.baseline).label}, {h.metric.replace('@k', f'@{k}')} "
+            f"| {expected} | {diff_cell(comparison) if ran else '—'} | {found} |"
+        )
+    return lines
 
 
 def gates(records: dict[str, dict]) -> list[dict]:
@@ -494,12 +797,13 @@ def estimate_minutes(args, budget: Budget) -> float:
     seconds = 0.0
     for name in args.tasks:
         rl_rows = [k for k in SUITES[name].rows if row(k).trainer is not None]
-        runs = len(rl_rows) * (args.seeds + (len(args.lr_grid) if len(args.lr_grid) > 1 else 0))
+        seeds = args.seeds or SUITES[name].seeds
+        runs = len(rl_rows) * (seeds + (len(args.lr_grid) if len(args.lr_grid) > 1 else 0))
         seconds += runs * (COST["rl_setup"] + budget.rl.max_steps * COST["rl_step"])
         teacher_steps, student_steps = (
             (budget.teacher_sft_steps, budget.student_sft_steps) if args.smoke else SUITES[name].sft_steps
         )
-        seconds += (args.seeds + 1) * (COST["edge"] + student_steps * COST["student_sft_step"])
+        seconds += (seeds + 1) * (COST["edge"] + student_steps * COST["student_sft_step"])
         seconds += teacher_steps * COST["teacher_sft_step"]
     return seconds / 60
 
@@ -519,8 +823,24 @@ def main(argv=None) -> int:
             print(f"curves: {path}")
         return 0
     budget = budget_from(args)
+    if args.register:
+        for name in args.tasks:
+            record = run_suite(name, args, budget, print)
+            suite = SUITES[name]
+            borrowed = "".join(f"; {row(a).label} takes {row(b).label}'s" for a, b in suite.lr_from)
+            text = (
+                f"### {record['title']}\n\nNot run yet: the predictions below are on record first. Rows: "
+                f"{', '.join(row(key).label for key in suite.rows)}; seeds 0..{(args.seeds or suite.seeds) - 1}; "
+                f"RL prompts: {suite.prompts.replace('_', ' ')}; learning rates chosen on validation Avg@{budget.k} "
+                f"from {args.lr_grid} (selection seed {SELECTION_SEED}){borrowed}.\n"
+            )
+            text += "\n".join(hypotheses_section(name, record, budget.k)) + "\n"
+            (Path(args.output_dir) / f"miniature_{name}.md").write_text(text)
+            print(text)
+        return 0
+    seeds = args.seeds or "each task's"
     print(
-        f"miniatures: tasks {', '.join(args.tasks)}; {args.seeds} seed(s); lr grid {args.lr_grid}; RL "
+        f"miniatures: tasks {', '.join(args.tasks)}; {seeds} seed(s); lr grid {args.lr_grid}; RL "
         f"{budget.rl.max_steps} steps of {budget.rl.prompts_per_step} prompts x {budget.rl.num_generations}; test "
         f"{budget.eval_problems} problems x k={budget.k}; estimated {estimate_minutes(args, budget):.0f} min on 2 CPU "
         "cores (SFT not cached)",

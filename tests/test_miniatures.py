@@ -12,7 +12,7 @@ import torch
 
 from scope_trl.apps.miniatures import rl as rl_module
 from scope_trl.apps.miniatures.models import build_char_tokenizer
-from scope_trl.apps.miniatures.rl import ROWS_BY_KEY, TeacherFreeControlTrainer, edge_prompts
+from scope_trl.apps.miniatures.rl import ROWS_BY_KEY, ShuffledTeacherTrainer, TeacherFreeControlTrainer, edge_prompts
 from scope_trl.apps.miniatures.sampling import Evaluation
 from scope_trl.apps.miniatures.tasks import CarryTask, CoverageTask, SliceTask, make_task, split_of
 
@@ -149,6 +149,71 @@ def test_edge_prompts_keep_mixed_problems_and_fill_when_none_exist(monkeypatch):
     assert len(kept) == 5 and stats == {"candidates": 30, "all_correct": 0, "all_wrong": 30, "mixed": 0, "filled": 5}
 
 
+def test_beyond_reach_prompts_keep_the_problems_no_sample_solves(monkeypatch):
+    task = CarryTask(columns=2)
+
+    def fake_samples(model, tokenizer, prompts, k, max_new_tokens, seed, batch=256):
+        # Even first digit: one right answer among k; odd: none; first digit 9: all right.
+        out = []
+        for prompt in prompts:
+            right = CarryTask.scratchpad(*task.operands(prompt))
+            first = int(prompt[0])
+            out.append([right] * k if first == 9 else [right] + ["x"] * (k - 1) if first % 2 == 0 else ["x"] * k)
+        return out
+
+    monkeypatch.setattr(rl_module, "sample_completions", fake_samples)
+    kept, stats = edge_prompts(None, None, task, 20, seed=0, selection="beyond_reach")
+    assert len(kept) == 20 and all(int(p.prompt[0]) % 2 == 1 and p.prompt[0] != "9" for p in kept)
+    assert stats["all_wrong"] == 20 and stats["mixed"] > 0 and stats["filled"] == 0
+    with pytest.raises(ValueError, match="selection must be one of"):
+        edge_prompts(None, None, task, 1, seed=0, selection="hard")
+
+
+def test_evaluation_reports_named_subsets():
+    result = Evaluation(k=2, correct_counts=[2, 1, 0, 0], distinct_correct=[1, 1, 0, 0])
+    result.subsets = {"beyond_reach": [False, False, True, True], "within_reach": [True, True, False, False]}
+    summary = result.summary()
+    assert summary["beyond_reach"]["avg@k"] == 0.0 and summary["within_reach"]["avg@k"] == pytest.approx(3 / 4)
+    assert summary["beyond_reach"]["problems"] == 2 and "slice" not in summary
+
+
+def test_shuffled_teacher_reads_the_next_groups_prompt(student_path, teacher_path, tmp_path):
+    """Rows of prompt group k are scored after group k+1's prompt (the last after the first's), completions kept, the
+    prompt's padding moving with its ids."""
+    from scope_trl import SCOPEConfig
+    from scope_trl.apps.toy import contains_digit_reward, make_arithmetic_dataset
+
+    from .helpers import tiny_args
+
+    args = tiny_args(tmp_path, SCOPEConfig, routing=False, num_generations=2, per_device_train_batch_size=6)
+    trainer = ShuffledTeacherTrainer(
+        student_path,
+        contains_digit_reward,
+        args=args,
+        train_dataset=make_arithmetic_dataset(8),
+        teacher_model=teacher_path,
+    )
+    seen = {}
+
+    def score(input_ids, attention_mask, logits_to_keep, rows, batch_size):
+        seen.update(input_ids=input_ids, attention_mask=attention_mask)
+        return torch.zeros(input_ids.size(0), logits_to_keep)
+
+    trainer.teacher.score = score
+    prompts = torch.tensor([[0, 11, 12], [0, 11, 12], [21, 22, 23], [21, 22, 23], [0, 0, 31], [0, 0, 31]])
+    prompt_mask = (prompts != 0).long()
+    completions = torch.arange(60, 72).view(6, 2)
+    input_ids = torch.cat([prompts, completions], 1)
+    attention_mask = torch.cat([prompt_mask, torch.ones(6, 2, dtype=torch.long)], 1)
+    trainer._score_with_teacher(input_ids, attention_mask, 2, torch.ones(6, dtype=torch.bool), 6)
+    order = [2, 3, 4, 5, 0, 1]
+    assert torch.equal(seen["input_ids"][:, :3], prompts[order]) and torch.equal(seen["input_ids"][:, 3:], completions)
+    assert torch.equal(seen["attention_mask"][:, :3], prompt_mask[order])
+    assert torch.equal(input_ids[:, :3], prompts)  # the caller's batch is untouched
+    with pytest.raises(ValueError, match="at least two prompt groups"):
+        trainer._score_with_teacher(input_ids[:2], attention_mask[:2], 2, torch.ones(2, dtype=torch.bool), 2)
+
+
 def test_teacher_free_control_gives_incorrect_rollouts_a_fixed_negative_advantage(student_path, tmp_path):
     from scope_trl import SCOPEConfig
     from scope_trl.apps.toy import contains_digit_reward, make_arithmetic_dataset
@@ -188,6 +253,12 @@ def test_teacher_free_control_gives_incorrect_rollouts_a_fixed_negative_advantag
 def test_rows_cover_the_issue_and_share_the_budget():
     for key in ("student", "grpo", "opd", "scope", "scope_no_weights", "scope_dgpo", "dgpo", "control"):
         assert key in ROWS_BY_KEY
+    assert (
+        ROWS_BY_KEY["opd_shuffled"].config == {"routing": False} and ROWS_BY_KEY["opd_shuffled"].trainer == "shuffled"
+    )
+    assert ROWS_BY_KEY["scope_teacher_reversed"].config == {"teacher_weight_direction": "reversed"}
+    assert ROWS_BY_KEY["scope_student_weights"].config == {"use_teacher_weights": False}
+    assert ROWS_BY_KEY["scope_teacher_weights"].config == {"use_student_weights": False}
     assert ROWS_BY_KEY["opd"].config == {"routing": False}
     assert ROWS_BY_KEY["cispo@8"].config["loss_type"] == "cispo" and ROWS_BY_KEY["cispo@8"].steps_per_generation == 8
     assert ROWS_BY_KEY["dgpo"].steps_per_generation == 4 and ROWS_BY_KEY["grpo"].steps_per_generation == 1
@@ -204,8 +275,40 @@ def test_paired_statistics_match_scipy_by_hand():
     result = paired([0.22, 0.33, 0.14], [0.20, 0.30, 0.10])
     assert result["mean"] == pytest.approx(0.03) and result["std"] == pytest.approx(0.01)
     assert result["p"] == pytest.approx(0.0351, abs=2e-4) and result["n"] == 3
+    # 95% CI: 0.03 ± t(0.975, 2) · 0.01 / sqrt 3 = 0.03 ± 4.3027 · 0.005774 = [0.00516, 0.05484].
+    assert result["ci"] == pytest.approx([0.00516, 0.05484], abs=1e-5)
     # The same mean with disagreeing seeds is far from significant.
     assert paired([0.30, 0.26, 0.13], [0.20, 0.30, 0.10])["p"] > 0.3
+
+
+def test_hypothesis_verdicts_follow_the_registered_rule():
+    miniatures = miniatures_script()
+    greater = miniatures.Hypothesis("H", "a beats b", "a", "b", "Avg@k", "greater")
+    not_greater = miniatures.Hypothesis("H", "a does not beat b", "a", "b", "Avg@k", "not_greater")
+    within = miniatures.Hypothesis("H", "a near b", "a", "b", "Avg@k", "within", margin=0.05)
+    base = [0.2, 0.3, 0.25, 0.4, 0.1, 0.35, 0.3, 0.2]
+
+    def comparison(shift, noise=0.01):
+        return miniatures.paired([b + shift + noise * (-1) ** i for i, b in enumerate(base)], base)
+
+    up, down, flat = comparison(0.1), comparison(-0.1), comparison(0.0)
+    assert [miniatures.verdict(greater, c) for c in (up, down, flat)] == ["supported", "contradicted", "not supported"]
+    assert [miniatures.verdict(not_greater, c) for c in (up, down, flat)] == ["contradicted", "supported", "supported"]
+    assert [miniatures.verdict(within, c) for c in (up, down, flat)] == ["contradicted", "contradicted", "supported"]
+    assert miniatures.verdict(within, comparison(0.0, noise=0.1)) == "not supported"  # CI wider than ±0.05
+    few = miniatures.paired(base[:5], [b - 0.1 for b in base[:5]])
+    assert miniatures.verdict(greater, few) == "too few seeds" and miniatures.verdict(greater, None) == "too few seeds"
+
+
+def test_registered_hypotheses_name_rows_and_metrics_of_their_suite():
+    miniatures = miniatures_script()
+    for suite in miniatures.SUITES.values():
+        labels = dict(miniatures.metric_views(suite))
+        for hypothesis in suite.hypotheses:
+            assert {hypothesis.row, hypothesis.baseline} <= set(suite.rows) and hypothesis.metric in labels
+            assert suite.seeds >= miniatures.MIN_SEEDS
+        for key, source in suite.lr_from:
+            assert key in suite.rows and source in suite.rows
 
 
 def synthetic_record(task, teacher, student, rl):
@@ -250,7 +353,7 @@ def test_smoke_run_writes_every_task_and_resumes(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Validity gates" in result.stdout and "smoke run: the gates are reported, not enforced" in result.stdout
-    for task in ("carry", "slice", "coverage", "offpolicy"):
+    for task in miniatures_script().SUITES:
         record = json.loads((tmp_path / "out" / f"miniature_{task}.json").read_text())
         rows = miniatures_script().SUITES[task].rows
         assert set(record["runs"]) == set(rows) and all(set(runs) == {"0"} for runs in record["runs"].values())

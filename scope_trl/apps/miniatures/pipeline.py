@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .models import build_char_tokenizer, build_model
 from .rl import ROWS_BY_KEY, RLSettings, Row, edge_prompts, make_trainer, rl_dataset
-from .sampling import Evaluation, evaluate
+from .sampling import Evaluation, evaluate, sample_completions
 from .sft import supervised_fine_tune
 from .tasks import Problem, Task
 
@@ -94,19 +94,46 @@ def sft_models(task: Task, budget: Budget, seed: int, cache_dir: Path, print_fn=
 
 
 def rl_prompts(
-    task: Task, budget: Budget, student_path: str, seed: int, cache_dir: Path
+    task: Task, budget: Budget, student_path: str, seed: int, cache_dir: Path, selection: str = "edge"
 ) -> tuple[list[Problem], dict]:
-    """The RL prompts of a seed: train-split problems at its student's edge of competence (`rl.edge_prompts`)."""
+    """The RL prompts of a seed: train-split problems at its student's edge of competence, or beyond its reach
+    (`selection`, see `rl.edge_prompts`)."""
     from transformers import AutoModelForCausalLM
 
-    path = cache_dir / f"{Path(student_path).name}-edge{budget.rl_prompts}-k{budget.k}.json"
+    name = "edge" if selection == "edge" else selection.replace("_", "-")
+    path = cache_dir / f"{Path(student_path).name}-{name}{budget.rl_prompts}-k{budget.k}.json"
     if path.exists():
         saved = json.loads(path.read_text())
         return [Problem(**p) for p in saved["problems"]], saved["stats"]
     student = AutoModelForCausalLM.from_pretrained(student_path)
-    problems, stats = edge_prompts(student, build_char_tokenizer(), task, budget.rl_prompts, seed, k=budget.k)
+    problems, stats = edge_prompts(
+        student, build_char_tokenizer(), task, budget.rl_prompts, seed, k=budget.k, selection=selection
+    )
     path.write_text(json.dumps({"problems": [asdict(p) for p in problems], "stats": stats}))
     return problems, stats
+
+
+# The sampling seed that decides which test problems are beyond a student's reach: not an evaluation seed, so the
+# student row's own test samples do not define the subset they are scored on (which would pin it at 0).
+REACH_SEED_OFFSET = 10_000
+
+
+def beyond_reach(task: Task, student_path: str, problems: list[Problem], k: int, seed: int) -> list[bool]:
+    """For each problem: whether none of k samples of the SFT student at `student_path` is correct (task E's subset
+    of the test problems), sampled with a seed of its own."""
+    from transformers import AutoModelForCausalLM
+
+    _quiet()
+    student = AutoModelForCausalLM.from_pretrained(student_path)
+    samples = sample_completions(
+        student,
+        build_char_tokenizer(),
+        [p.prompt for p in problems],
+        k,
+        task.max_completion_length,
+        REACH_SEED_OFFSET + seed,
+    )
+    return [not any(task.is_correct(p.prompt, c) for c in completions) for p, completions in zip(problems, samples)]
 
 
 # The training curves kept per run: TRL's mean training reward and the mechanisms' own signals.
@@ -124,6 +151,7 @@ def run_row(
     work_dir: Path,
     eval_seed: int,
     callbacks=(),
+    subsets: dict[str, list[bool]] | None = None,
 ) -> dict:
     """Train `row` from the student (no RL for the `student` row) and evaluate the result on `eval_problems`.
 
@@ -163,17 +191,17 @@ def run_row(
         curves = {key: values for key, values in curves.items() if any(v is not None for v in values)}
         curves["step"] = [entry["step"] for entry in steps]
     rl_seconds = time.time() - start
-    result: Evaluation = evaluate(model, tokenizer, task, eval_problems, k, seed=eval_seed)
+    result: Evaluation = evaluate(model, tokenizer, task, eval_problems, k, seed=eval_seed, subsets=subsets)
     return {"summary": result.summary(), "curves": curves, "rl_seconds": rl_seconds, "log_history": history}
 
 
-def evaluate_path(path: str, task: Task, problems: list[Problem], k: int, seed: int) -> dict:
+def evaluate_path(path: str, task: Task, problems: list[Problem], k: int, seed: int, subsets=None) -> dict:
     """`Evaluation.summary()` of the model saved at `path` (the teacher, a student before RL)."""
     from transformers import AutoModelForCausalLM
 
     _quiet()
     model = AutoModelForCausalLM.from_pretrained(path)
-    return evaluate(model, build_char_tokenizer(), task, problems, k, seed=seed).summary()
+    return evaluate(model, build_char_tokenizer(), task, problems, k, seed=seed, subsets=subsets).summary()
 
 
 def row(key: str) -> Row:

@@ -27,7 +27,7 @@ from .tasks import Problem, Task
 class Row:
     key: str
     label: str
-    trainer: str | None  # "grpo", "dgpo", "scope" or "control"; None for the untouched student
+    trainer: str | None  # "grpo", "dgpo", "scope", "shuffled" or "control"; None for the untouched student
     config: dict = field(default_factory=dict)  # extra config fields of the row
     steps_per_generation: int = 1  # > 1: several optimizer steps per generation batch, the ratio departs from 1
 
@@ -45,6 +45,12 @@ ROWS = (
     Row("scope_dgpo", "SCOPE, DGPO surrogate (4 steps/gen.)", "scope", {"policy_surrogate": "dgpo"}, 4),
     Row("dgpo", "DGPO (4 steps/gen.)", "dgpo", {}, 4),
     Row("control", "teacher-free control", "control"),
+    # Task E: plain OPD whose teacher reads another prompt of the batch (the same token statistics, none of the
+    # problem's information), and the dual-path weights' own ablations (the paper's reversed teacher weight included).
+    Row("opd_shuffled", "OPD, shuffled teacher", "shuffled", {"routing": False}),
+    Row("scope_student_weights", "SCOPE, student weights only", "scope", {"use_teacher_weights": False}),
+    Row("scope_teacher_weights", "SCOPE, teacher weights only", "scope", {"use_student_weights": False}),
+    Row("scope_teacher_reversed", "SCOPE, teacher weight reversed", "scope", {"teacher_weight_direction": "reversed"}),
     # Task D: the off-policy regime, GRPO's hard clip against TRL's CISPO and DGPO at 4 and 8 steps per generation.
     *(
         Row(f"{name}@{steps}", f"{label}, {steps} steps/gen.", trainer, config, steps)
@@ -87,17 +93,32 @@ def verifier(task: Task):
     return reward
 
 
+PROMPT_SELECTIONS = ("edge", "beyond_reach")
+
+
 def edge_prompts(
-    model, tokenizer, task: Task, count: int, seed: int, k: int = 8, max_candidates: int | None = None
+    model,
+    tokenizer,
+    task: Task,
+    count: int,
+    seed: int,
+    k: int = 8,
+    max_candidates: int | None = None,
+    selection: str = "edge",
 ) -> tuple[list[Problem], dict]:
-    """`count` train-split problems at the model's edge of competence: of k samples, some right and some wrong.
+    """`count` train-split problems at the model's edge of competence: of k samples, some right and some wrong
+    (`selection="edge"`); or beyond its reach: none of k samples right (`selection="beyond_reach"`, task E).
 
     RL on prompts a policy always or never solves teaches it nothing through an outcome reward, so reasoning-RL
     pipelines filter their prompts by the initial policy's pass rate; every row here trains on the same filtered set.
-    After `max_candidates` problems (default 50 per prompt wanted) the rest is filled with unfiltered train problems,
-    so that a model that solves nothing (an untrained smoke-test model) still gets prompts. Returns the problems and
-    the filter's statistics (candidates that were all right, all wrong, mixed; prompts filled unfiltered).
+    Task E keeps the prompts that an outcome reward cannot teach on purpose: there only a teacher's token-level signal
+    says what is wrong. After `max_candidates` problems (default 50 per prompt wanted) the rest is filled with
+    unfiltered train problems, so that a model that solves nothing (an untrained smoke-test model) still gets prompts.
+    Returns the problems and the filter's statistics (candidates that were all right, all wrong, mixed; prompts filled
+    unfiltered).
     """
+    if selection not in PROMPT_SELECTIONS:
+        raise ValueError(f"selection must be one of {PROMPT_SELECTIONS}, got {selection!r}.")
     max_candidates = 50 * count if max_candidates is None else max_candidates
     round_index, kept, stats = 0, [], {"candidates": 0, "all_correct": 0, "all_wrong": 0, "mixed": 0, "filled": 0}
     seen: set[str] = set()
@@ -112,12 +133,9 @@ def edge_prompts(
         for problem, completions in zip(candidates, samples):
             correct = sum(task.is_correct(problem.prompt, c) for c in completions)
             stats["candidates"] += 1
-            if correct == 0:
-                stats["all_wrong"] += 1
-            elif correct == k:
-                stats["all_correct"] += 1
-            else:
-                stats["mixed"] += 1
+            outcome = "all_wrong" if correct == 0 else "all_correct" if correct == k else "mixed"
+            stats[outcome] += 1
+            if outcome == ("mixed" if selection == "edge" else "all_wrong"):
                 kept.append(problem)
             if len(kept) == count:
                 break
@@ -156,6 +174,26 @@ class TeacherFreeControlTrainer(SCOPETrainer):
         opd = (weighted["scope_route"] == OPD).unsqueeze(1)
         weighted["advantages"] = torch.where(opd, self.NEGATIVE_ADVANTAGE, weighted["advantages"])
         return weighted
+
+
+class ShuffledTeacherTrainer(SCOPETrainer):
+    """The shuffled-teacher control: the teacher scores each rollout's completion after the prompt of the next prompt
+    group of the generation batch (the last group takes the first's), so its signal keeps the teacher's token
+    statistics and loses the problem's information.
+
+    If OPD does not beat it, what helps is not the teacher's knowledge of the problem. The prompt columns (ids and
+    mask, left-padded alike) move together, so prompts of different lengths stay well-formed.
+    """
+
+    def _score_with_teacher(self, input_ids, attention_mask, logits_to_keep, rows, batch_size):
+        prompt_length = input_ids.size(1) - logits_to_keep
+        shift = self.num_generations if input_ids.size(0) > self.num_generations else 0
+        if shift == 0:
+            raise ValueError("The shuffled-teacher control needs at least two prompt groups per process.")
+        input_ids, attention_mask = input_ids.clone(), attention_mask.clone()
+        for tensor in (input_ids, attention_mask):
+            tensor[:, :prompt_length] = tensor[:, :prompt_length].roll(-shift, dims=0)
+        return super()._score_with_teacher(input_ids, attention_mask, logits_to_keep, rows, batch_size)
 
 
 def make_trainer(
@@ -206,6 +244,8 @@ def make_trainer(
         return DGPOTrainer(**kwargs, args=DGPOConfig(**common, **row.config))
     if row.trainer == "scope":
         return SCOPETrainer(**kwargs, args=SCOPEConfig(**common, **row.config), teacher_model=teacher_path)
+    if row.trainer == "shuffled":
+        return ShuffledTeacherTrainer(**kwargs, args=SCOPEConfig(**common, **row.config), teacher_model=teacher_path)
     if row.trainer == "control":
         args = SCOPEConfig(**common, use_teacher_weights=False, **row.config)
         return TeacherFreeControlTrainer(**kwargs, args=args, teacher_model=student_path)

@@ -18,6 +18,9 @@ class Evaluation:
     correct_counts: list[int]
     distinct_correct: list[int]
     in_slice: list[bool] = field(default_factory=list)
+    # Named subsets of the problems reported beside the whole (e.g. "beyond_reach": the problems the SFT student
+    # never solved in k samples), each a membership list in problem order.
+    subsets: dict[str, list[bool]] = field(default_factory=dict)
 
     def _subset(self, members: list[bool]) -> Evaluation:
         pick = [i for i, m in enumerate(members) if m]
@@ -41,6 +44,8 @@ class Evaluation:
         if any(self.in_slice):
             result["slice"] = self._subset(self.in_slice).summary()
             result["rest"] = self._subset([not s for s in self.in_slice]).summary()
+        for name, members in self.subsets.items():
+            result[name] = self._subset(members).summary()
         return result
 
 
@@ -72,7 +77,7 @@ def sample_completions(model, tokenizer, prompts: list[str], k: int, max_new_tok
     return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
 
 
-def evaluate(model, tokenizer, task: Task, problems: list[Problem], k: int, seed: int) -> Evaluation:
+def evaluate(model, tokenizer, task: Task, problems: list[Problem], k: int, seed: int, subsets=None) -> Evaluation:
     samples = sample_completions(
         model, tokenizer, [p.prompt for p in problems], k, task.max_completion_length, seed=seed
     )
@@ -81,4 +86,4 @@ def evaluate(model, tokenizer, task: Task, problems: list[Problem], k: int, seed
         correct = [c.strip() for c in completions if task.is_correct(problem.prompt, c)]
         correct_counts.append(len(correct))
         distinct.append(len(set(correct)))
-    return Evaluation(k, correct_counts, distinct, [p.in_slice for p in problems])
+    return Evaluation(k, correct_counts, distinct, [p.in_slice for p in problems], dict(subsets or {}))
