@@ -74,6 +74,7 @@ from scope_trl.apps.miniatures.pipeline import (  # noqa: E402
     run_row,
     sft_models,
 )
+from scope_trl.apps.miniatures.rl import STABILITY_LEARNING_RATES, STABILITY_STEPS  # noqa: E402
 from scope_trl.apps.miniatures.tasks import make_task  # noqa: E402
 
 
@@ -111,9 +112,12 @@ class Suite:
     # (row, source): the row takes the learning rate chosen for `source` instead of choosing its own (ablations that
     # change one mechanism keep everything else, the rate included, equal to the full method's)
     lr_from: tuple[tuple[str, str], ...] = ()
+    collapse: bool = False  # count collapsed runs per row (`collapsed`); a failed run is recorded, not raised
+    notes: str = ""  # how the task was designed and checked before registration, printed with its hypotheses
 
 
 MIN_SEEDS = 8
+COLLAPSE_FRACTION = 0.5  # a run collapsed if its test Avg@k ends below this fraction of its seed's SFT student's
 
 BEYOND = "Avg@k beyond reach"
 REACH_HYPOTHESES = (
@@ -210,6 +214,61 @@ COVERAGE_WEIGHT_HYPOTHESES = (
         "greater",
     ),
 )
+STYLE_HYPOTHESES = (
+    Hypothesis(
+        "F1",
+        "where the teacher's perplexity marks the rollouts its signal cannot help, SCOPE beats SCOPE without the "
+        "teacher weight",
+        "scope",
+        "scope_student_weights",
+        "Avg@k",
+        "greater",
+    ),
+    Hypothesis("F2", "SCOPE beats plain OPD there", "scope", "opd", "Avg@k", "greater"),
+)
+
+
+def stability_row(method: str, lr: float) -> str:
+    return f"{method}@{STABILITY_STEPS}/{lr:g}"
+
+
+STABILITY_HYPOTHESES = (
+    *(
+        Hypothesis(
+            f"D{index}",
+            f"DGPO's accuracy is not below GRPO's at lr {lr:g}",
+            stability_row("grpo", lr),
+            stability_row("dgpo", lr),
+            "Avg@k",
+            "not_greater",
+        )
+        for index, lr in enumerate(STABILITY_LEARNING_RATES, start=1)
+    ),
+    Hypothesis(
+        f"D{len(STABILITY_LEARNING_RATES) + 1}",
+        f"DGPO beats GRPO at the grid's highest learning rate, {STABILITY_LEARNING_RATES[-1]:g}, where the hard clip "
+        "acts on the most tokens (the paper's claim of accuracy above the hard clip)",
+        stability_row("dgpo", STABILITY_LEARNING_RATES[-1]),
+        stability_row("grpo", STABILITY_LEARNING_RATES[-1]),
+        "Avg@k",
+        "greater",
+    ),
+    Hypothesis(
+        f"D{len(STABILITY_LEARNING_RATES) + 2}",
+        "DGPO collapses on no more runs than CISPO over the whole grid (collapse: the run fails, or its test Avg@k "
+        f"ends below {COLLAPSE_FRACTION:g} x its seed's SFT student's)",
+        "dgpo",
+        "cispo",
+        "collapses",
+        "collapses_not_more",
+    ),
+)
+# Task F's regime check, registered with its hypotheses: means over the seeds' SFT students, before any RL.
+STYLE_REGIME = {
+    "groups_with_both_styles": 0.5,  # at least half the groups with incorrect rollouts have both styles among them
+    "within_group_logp_gap_a_minus_b": 0.5,  # ℓ_T higher on style a than b within a group by >= 0.5 nats
+    "signal_auc_a_minus_b": 0.1,  # the token signal points at errors clearly better on style a
+}
 WEIGHT_ROWS = ("scope", "scope_no_weights", "scope_student_weights", "scope_teacher_weights", "scope_teacher_reversed")
 
 MAIN_ROWS = ("student", "grpo", "opd", "scope", "scope_no_weights", "scope_dgpo", "dgpo", "control")
@@ -271,6 +330,36 @@ SUITES = {
         seeds=MIN_SEEDS,
         hypotheses=COVERAGE_WEIGHT_HYPOTHESES,
         lr_from=tuple((key, "scope") for key in WEIGHT_ROWS[1:]),
+    ),
+    "stability": Suite(
+        f"D2: stability map (task A, {STABILITY_STEPS} optimizer steps per generation batch, every learning rate of "
+        "the grid)",
+        "carry",
+        ("student", *(stability_row(m, lr) for lr in STABILITY_LEARNING_RATES for m in ("grpo", "cispo", "dgpo"))),
+        ("student",),
+        CARRY,
+        seeds=MIN_SEEDS,
+        hypotheses=STABILITY_HYPOTHESES,
+        collapse=True,
+    ),
+    "style": Suite(
+        "F: a teacher reliable in one of two answer styles (DPAW's teacher weight)",
+        "style",
+        ("student", "grpo", "opd", "scope", "scope_student_weights"),
+        ("student", "scope"),
+        sft_steps=(2500, 1000),  # the teacher learns two styles
+        notes="Regime check registered with the hypotheses: "
+        + ", ".join(f"{key} >= {value}" for key, value in STYLE_REGIME.items())
+        + " (means over the table seeds' SFT students, before any RL); if it fails the table cannot test F1. Design "
+        "history, before registration, on the selection seed's SFT models only (no RL run): a first version taught "
+        "the teacher random digits in style b; its perplexity was then lower on style b than on style a (ℓ_T −2.15 "
+        "against −2.56: a uniform guess beats a confident error) and its style-a accuracy was 0.09, so the regime "
+        "was absent. The shifted-digit teacher with 2,500 SFT steps gave: style-a accuracy 0.994; within-group ℓ_T "
+        "gap (a − b) 8.58 nats; signal AUC 0.858 on style a against 0.505 on style b; both styles among the incorrect "
+        "rollouts of 98% of groups; within-group correlation of ℓ_T with the AUC 0.69.",
+        seeds=MIN_SEEDS,
+        hypotheses=STYLE_HYPOTHESES,
+        lr_from=(("scope_student_weights", "scope"),),
     ),
 }
 SELECTION_SEED = 100  # the learning rate is chosen with this seed's student and prompts, on validation problems
@@ -431,16 +520,38 @@ def pick(summary: dict, path: tuple) -> float:
     return float(value)
 
 
+RELIABILITY_PROBLEMS = 200  # validation problems of task F's regime check, per seed
+
+
+def style_regime(task, paths: dict[str, str], budget: Budget, seed: int) -> tuple[float, dict]:
+    """Task F, per seed: the teacher's accuracy in its style (the gate) and the regime check of
+    `reliability.teacher_reliability` on the seed's SFT student, on validation problems, before any RL."""
+    from transformers import AutoModelForCausalLM
+
+    from scope_trl.apps.miniatures.models import build_char_tokenizer
+    from scope_trl.apps.miniatures.reliability import style_accuracy, teacher_reliability
+
+    tokenizer = build_char_tokenizer()
+    student = AutoModelForCausalLM.from_pretrained(paths["student"])
+    teacher = AutoModelForCausalLM.from_pretrained(paths["teacher"])
+    problems = task.problems("validation", RELIABILITY_PROBLEMS, 0)
+    accuracy = style_accuracy(
+        task, teacher, tokenizer, task.problems("test", budget.eval_problems, 0), budget.k, seed, "a"
+    )
+    return accuracy, teacher_reliability(task, student, teacher, tokenizer, problems, budget.k, seed)
+
+
 def select_learning_rates(rows, task, budget, grid, cache_dir, work_root, record, save, log) -> dict[str, float]:
     """Each RL row's learning rate: the grid value with the best validation Avg@k for the selection seed."""
     chosen = record.setdefault("selection", {"seed": SELECTION_SEED, "grid": grid, "validation": {}, "chosen": {}})
     if chosen["grid"] != grid:
         raise SystemExit(f"--resume: the saved selection used the grid {chosen['grid']}, not {grid}.")
     borrowed = dict(SUITES[record["task"]].lr_from)
-    rl_rows = [key for key in rows if row(key).trainer is not None and key not in borrowed]
-    if len(grid) == 1:
+    fixed = {key: row(key).learning_rate for key in rows if row(key).learning_rate is not None}
+    rl_rows = [key for key in rows if row(key).trainer is not None and key not in borrowed and key not in fixed]
+    if len(grid) == 1 or not rl_rows:
         chosen["chosen"] = dict.fromkeys(rl_rows, grid[0])
-        chosen["chosen"] |= {key: grid[0] for key in rows if key in borrowed}
+        chosen["chosen"] |= {key: grid[0] for key in rows if key in borrowed} | fixed
         return chosen["chosen"]
     paths = sft_models(task, budget, SELECTION_SEED, cache_dir, log)
     prompts, _ = rl_prompts(task, budget, paths["student"], SELECTION_SEED, cache_dir, SUITES[record["task"]].prompts)
@@ -457,6 +568,7 @@ def select_learning_rates(rows, task, budget, grid, cache_dir, work_root, record
             log(f"  [select] {key:18s} lr {lr:g}: validation Avg@{budget.k} {scores[str(lr)]:.3f}")
             save()
         chosen["chosen"][key] = float(max(scores, key=lambda lr: scores[lr]))
+    chosen["chosen"] |= fixed
     for key, source in borrowed.items():
         if key in rows:
             if source not in chosen["chosen"]:
@@ -464,6 +576,26 @@ def select_learning_rates(rows, task, budget, grid, cache_dir, work_root, record
             chosen["chosen"][key] = chosen["chosen"][source]
     log("  chosen learning rates: " + ", ".join(f"{k} {v:g}" for k, v in chosen["chosen"].items()))
     return chosen["chosen"]
+
+
+def run_or_record_failure(arguments: tuple, subsets, log) -> dict:
+    """`run_row`, where a run that fails (a non-finite update, or sampling from non-finite weights) is a result of
+    the stability map, recorded as failed with a zero score, not an error of the benchmark."""
+    start = time.time()
+    try:
+        return run_row(*arguments, subsets=subsets)
+    except Exception as error:  # noqa: BLE001 - any failure of a training run is the map's data
+        log(f"  run failed: {type(error).__name__}: {str(error)[:200]}")
+        k = arguments[6]
+        summary = {"problems": len(arguments[5]), "avg@k": 0.0, "pass@k": 0.0, "pass_curve": [0.0] * k}
+        summary["distinct_correct"] = 0.0
+        return {
+            "summary": summary,
+            "curves": {},
+            "rl_seconds": time.time() - start,
+            "log_history": [],
+            "failed": f"{type(error).__name__}: {error}",
+        }
 
 
 def run_suite(name: str, args, budget: Budget, log) -> dict:
@@ -514,6 +646,10 @@ def run_suite(name: str, args, budget: Budget, log) -> dict:
             record.setdefault("beyond_reach_problems", {})[str(seed)] = sum(beyond)
         if str(seed) not in record["teacher"]:
             teacher = evaluate_path(paths["teacher"], task, test_problems, budget.k, seed, subsets)
+            if suite.task == "style":
+                teacher["style_a_avg@k"], record.setdefault("reliability", {})[str(seed)] = style_regime(
+                    task, paths, budget, seed
+                )
             record["teacher"][str(seed)] = teacher
             log(f"  [seed {seed}] teacher: Avg@{budget.k} {teacher['avg@k']:.3f}")
         prompts, stats = rl_prompts(task, budget, paths["student"], seed, cache_dir, suite.prompts)
@@ -525,17 +661,11 @@ def run_suite(name: str, args, budget: Budget, log) -> dict:
             lr = rates.get(key)
             settings = replace(budget.rl, learning_rate=lr or budget.rl.learning_rate, seed=seed)
             with tempfile.TemporaryDirectory(dir=work_root) as work_dir:
-                result = run_row(
-                    row(key),
-                    task,
-                    settings,
-                    paths,
-                    prompts,
-                    test_problems,
-                    budget.k,
-                    Path(work_dir),
-                    seed,
-                    subsets=subsets,
+                arguments = (row(key), task, settings, paths, prompts, test_problems, budget.k, Path(work_dir), seed)
+                result = (
+                    run_or_record_failure(arguments, subsets, log)
+                    if suite.collapse
+                    else run_row(*arguments, subsets=subsets)
                 )
             result["learning_rate"] = lr
             del result["log_history"]  # the curves keep what the tables and plots need
@@ -566,10 +696,13 @@ def table(name: str, record: dict, k: int) -> str:
     lines = [f"### {record['title']}", ""]
     header = ["row", "lr"] + [label.replace("@k", f"@{k}") for label, _ in views]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    boundary = name == "offpolicy"
+    boundary = name in ("offpolicy", "stability")
     if boundary:  # the share of tokens beyond the trust region, where the surrogates differ
         lines[2] += " boundary tokens | CISPO-clipped tokens |"
         lines[3] += "---|---|"
+    if suite.collapse:
+        lines[2] += " collapsed |"
+        lines[3] += "---|"
     for key in rows:
         runs = record["runs"][key]
         lr = next(iter(runs.values())).get("learning_rate")
@@ -583,6 +716,9 @@ def table(name: str, record: dict, k: int) -> str:
                     if any(v is not None for v in r["curves"].get(curve, []))
                 ]
                 cells.append(mean_std(values))
+        if suite.collapse:
+            count, total = collapse_counts(record, [key]) if "student" in record["runs"] else (0, 0)
+            cells.append(f"{count} of {total}" if key != "student" else "—")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Mean ± std over {len(seeds_of(record, rows[0]))} seed(s)."]
     compared = [views[0]] + [view for view in views if view[0] in COMPARED_VIEWS]
@@ -619,6 +755,7 @@ def table(name: str, record: dict, k: int) -> str:
                 else ""
             ),
         ]
+    lines += regime_lines(record)
     reach = record.get("beyond_reach_problems")
     if reach:
         lines += [
@@ -645,8 +782,49 @@ def table(name: str, record: dict, k: int) -> str:
                 for key, scores in selection["validation"].items()
             ),
         ]
+    if suite.notes:
+        lines += ["", suite.notes]
     lines += hypotheses_section(name, record, k)
     return "\n".join(lines) + "\n"
+
+
+def regime_lines(record: dict) -> list[str]:
+    """Task F's regime check against its registered thresholds (`STYLE_REGIME`), means over seeds."""
+    seeds = record.get("reliability")
+    if not seeds:
+        return []
+    values = list(seeds.values())
+
+    def mean(get):
+        return statistics.fmean(get(v) for v in values)
+
+    found = {
+        "groups_with_both_styles": mean(lambda v: v["groups_with_both_styles"]),
+        "within_group_logp_gap_a_minus_b": mean(lambda v: v["within_group_logp_gap_a_minus_b"]),
+        "signal_auc_a_minus_b": mean(lambda v: v["by_style"]["a"]["signal_auc"] - v["by_style"]["b"]["signal_auc"]),
+    }
+    present = all(found[key] >= threshold for key, threshold in STYLE_REGIME.items())
+    record["regime"] = {"found": found, "thresholds": STYLE_REGIME, "present": present}
+    by_style = {
+        style: {
+            key: mean(lambda v, style=style, key=key: v["by_style"][style][key])
+            for key in values[0]["by_style"][style]
+        }
+        for style in ("a", "b")
+    }
+    return [
+        "",
+        f"Regime check (the SFT students of {len(values)} seeds, {RELIABILITY_PROBLEMS} validation problems x k, "
+        "incorrect rollouts, before any RL): "
+        + "; ".join(f"{key} {found[key]:.3f} (registered >= {STYLE_REGIME[key]})" for key in STYLE_REGIME)
+        + f"; within-group std of ℓ_T {mean(lambda v: v['within_group_logp_std']):.3f}; within-group correlation of "
+        f"ℓ_T with the signal's AUC {mean(lambda v: v['within_group_corr_logp_auc']):.3f}; by style: "
+        + "; ".join(
+            f"{style}: share {d['share']:.2f}, ℓ_T {d['teacher_mean_logp']:.2f}, signal AUC {d['signal_auc']:.3f}"
+            for style, d in by_style.items()
+        )
+        + f". **Regime {'present' if present else 'absent: the table cannot test F1'}.**",
+    ]
 
 
 def compare(record: dict, key: str, base: str, path: tuple) -> dict | None:
@@ -681,6 +859,9 @@ def hypotheses_section(name: str, record: dict, k: int) -> list[str]:
     ]
     record["verdicts"] = {}
     for h in suite.hypotheses:
+        if h.expect == "collapses_not_more":
+            lines.append(collapse_hypothesis_line(h, suite, record))
+            continue
         comparison = compare(record, h.row, h.baseline, paths[h.metric])
         ran = comparison is not None
         found = verdict(h, comparison) if ran else "not run yet"
@@ -691,6 +872,41 @@ def hypotheses_section(name: str, record: dict, k: int) -> list[str]:
             f"| {expected} | {diff_cell(comparison) if ran else '—'} | {found} |"
         )
     return lines
+
+
+def collapsed(record: dict, key: str, seed: str) -> bool:
+    """A run collapsed if it failed (a non-finite update stops it) or its test Avg@k is below `COLLAPSE_FRACTION`
+    of the same seed's SFT student's (the definition registered with the stability map)."""
+    run = record["runs"][key][seed]
+    student = record["runs"].get("student", {}).get(seed)
+    return bool(run.get("failed")) or (
+        student is not None and run["summary"]["avg@k"] < COLLAPSE_FRACTION * student["summary"]["avg@k"]
+    )
+
+
+def collapse_counts(record: dict, keys) -> tuple[int, int]:
+    """(collapsed runs, runs) over the rows `keys`."""
+    runs = [(key, seed) for key in keys if key in record["runs"] for seed in seeds_of(record, key)]
+    return sum(collapsed(record, key, seed) for key, seed in runs), len(runs)
+
+
+def collapse_hypothesis_line(h: Hypothesis, suite: Suite, record: dict) -> str:
+    """A count comparison: the rows of method `h.row` (every learning rate of the map) collapse on no more runs than
+    those of `h.baseline`. Rows of a method are the suite's rows whose key starts with the method's name and "@"."""
+    counts = {
+        method: collapse_counts(record, [key for key in suite.rows if key.startswith(method + "@")])
+        for method in (h.row, h.baseline)
+    }
+    (mine, runs), (theirs, base_runs) = counts[h.row], counts[h.baseline]
+    if runs == 0 or base_runs == 0:
+        found = "not run yet"
+    elif min(runs, base_runs) < MIN_SEEDS:
+        found = "too few seeds"
+    else:
+        found = "supported" if mine <= theirs else "contradicted"
+    record["verdicts"][h.key] = {"verdict": found, "collapses": {h.row: [mine, runs], h.baseline: [theirs, base_runs]}}
+    difference = f"{mine} of {runs} against {theirs} of {base_runs}" if runs and base_runs else "—"
+    return f"| {h.key} | {h.claim} | collapsed runs, {h.row} vs {h.baseline} | not more | {difference} | {found} |"
 
 
 def gates(records: dict[str, dict]) -> list[dict]:
@@ -711,8 +927,11 @@ def gates(records: dict[str, dict]) -> list[dict]:
         if not record["teacher"] or name == "offpolicy":
             continue
         teachers = list(record["teacher"].values())
-        value = statistics.fmean((t["rest"] if name == "slice" else t)["avg@k"] for t in teachers)
-        where = " outside its slice" if name == "slice" else ""
+        if name == "style":
+            value = statistics.fmean(t["style_a_avg@k"] for t in teachers)
+        else:
+            value = statistics.fmean((t["rest"] if name == "slice" else t)["avg@k"] for t in teachers)
+        where = {"slice": " outside its slice", "style": " in its style (a)"}.get(name, "")
         found.append(
             {
                 "name": f"2. teacher of {name}{where} >= 90% test",
@@ -834,6 +1053,7 @@ def main(argv=None) -> int:
                 f"RL prompts: {suite.prompts.replace('_', ' ')}; learning rates chosen on validation Avg@{budget.k} "
                 f"from {args.lr_grid} (selection seed {SELECTION_SEED}){borrowed}.\n"
             )
+            text += f"\n{suite.notes}\n" if suite.notes else ""
             text += "\n".join(hypotheses_section(name, record, budget.k)) + "\n"
             (Path(args.output_dir) / f"miniature_{name}.md").write_text(text)
             print(text)

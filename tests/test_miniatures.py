@@ -12,9 +12,10 @@ import torch
 
 from scope_trl.apps.miniatures import rl as rl_module
 from scope_trl.apps.miniatures.models import build_char_tokenizer
+from scope_trl.apps.miniatures.reliability import token_auc
 from scope_trl.apps.miniatures.rl import ROWS_BY_KEY, ShuffledTeacherTrainer, TeacherFreeControlTrainer, edge_prompts
 from scope_trl.apps.miniatures.sampling import Evaluation
-from scope_trl.apps.miniatures.tasks import CarryTask, CoverageTask, SliceTask, make_task, split_of
+from scope_trl.apps.miniatures.tasks import CarryTask, CoverageTask, SliceTask, StyleTask, make_task, split_of
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,6 +99,33 @@ def test_coverage_accepts_every_valid_split_and_the_teacher_is_peaked():
     assert all(task.is_correct(problem.prompt, answer) for answer in teacher + student)
     assert teacher.count(problem.answer) > 0.6 * 500  # the balanced split dominates
     assert len(set(student)) > len(set(teacher))
+
+
+def test_style_task_accepts_both_styles_and_the_teacher_knows_style_a_only():
+    task = StyleTask(columns=3)
+    prompt = CarryTask.prompt_of([8, 7, 4], [6, 5, 3])  # scratchpad "413180"
+    assert task.is_correct(prompt, "a413180") and task.is_correct(prompt, "b141308")
+    for wrong in ("413180", "a141308", "b413180", "c413180", "a41318", ""):
+        assert not task.is_correct(prompt, wrong), wrong
+    assert task.max_completion_length == 11
+    rng = random.Random(0)
+    taught = {"teacher": [], "student": []}
+    for problem in task.problems("train", 300, seed=0):
+        assert task.is_correct(problem.prompt, problem.answer) and problem.answer[0] == "a"
+        for role in taught:
+            target = task.sft_target(problem, role, rng)
+            taught[role].append((target[0], task.is_correct(problem.prompt, target)))
+    for role in taught:
+        assert 0.4 < sum(style == "b" for style, _ in taught[role]) / 300 < 0.6  # both styles, half and half
+    assert all(right for _, right in taught["student"])
+    assert all(right == (style == "a") for style, right in taught["teacher"])  # style b: every digit shifted
+    assert StyleTask.shifted("b141308") == "b696853"
+
+
+def test_token_auc_by_hand():
+    # right tokens' signals (0.5, -0.2), wrong (-1.0, -0.2): pairs 0.5>-1, 0.5>-0.2, -0.2>-1, -0.2=-0.2 (half): 3.5/4.
+    assert token_auc([0.5, -1.0, -0.2, -0.2], [False, True, False, True]) == pytest.approx(3.5 / 4)
+    assert token_auc([0.1, 0.2], [False, False]) is None and token_auc([0.1], [True]) is None
 
 
 def test_unknown_task_and_bad_parameters():
@@ -305,6 +333,11 @@ def test_registered_hypotheses_name_rows_and_metrics_of_their_suite():
     for suite in miniatures.SUITES.values():
         labels = dict(miniatures.metric_views(suite))
         for hypothesis in suite.hypotheses:
+            if hypothesis.expect == "collapses_not_more":  # methods: the rows whose key starts with "<method>@"
+                assert suite.collapse
+                for method in (hypothesis.row, hypothesis.baseline):
+                    assert sum(key.startswith(method + "@") for key in suite.rows) >= 1
+                continue
             assert {hypothesis.row, hypothesis.baseline} <= set(suite.rows) and hypothesis.metric in labels
             assert suite.seeds >= miniatures.MIN_SEEDS
         for key, source in suite.lr_from:

@@ -30,7 +30,11 @@ class Row:
     trainer: str | None  # "grpo", "dgpo", "scope", "shuffled" or "control"; None for the untouched student
     config: dict = field(default_factory=dict)  # extra config fields of the row
     steps_per_generation: int = 1  # > 1: several optimizer steps per generation batch, the ratio departs from 1
+    learning_rate: float | None = None  # fixed (a stability map's cell); None: chosen on validation from the grid
 
+
+STABILITY_STEPS = 8
+STABILITY_LEARNING_RATES = (1e-3, 3e-3, 1e-2)
 
 # DGPO's soft clip only acts once the ratio departs from 1: its rows take 4 optimizer steps per generation batch (the
 # DGPO paper's recipe), with the same rollouts per optimizer step as every other row.
@@ -58,6 +62,17 @@ ROWS = (
         for name, label, trainer, config in (
             ("grpo", "GRPO", "grpo", {}),
             ("cispo", "CISPO", "grpo", {"loss_type": "cispo", "epsilon_high": 5.0}),  # TRL's recommended ε_max
+            ("dgpo", "DGPO", "dgpo", {}),
+        )
+    ),
+    # The stability map (task A): each surrogate at every learning rate of a grid around the stable edge, with enough
+    # optimizer steps per generation batch that many loss tokens lie beyond the trust region.
+    *(
+        Row(f"{name}@{STABILITY_STEPS}/{lr:g}", f"{label}, lr {lr:g}", trainer, config, STABILITY_STEPS, lr)
+        for lr in STABILITY_LEARNING_RATES
+        for name, label, trainer, config in (
+            ("grpo", "GRPO", "grpo", {}),
+            ("cispo", "CISPO", "grpo", {"loss_type": "cispo", "epsilon_high": 5.0}),
             ("dgpo", "DGPO", "dgpo", {}),
         )
     ),

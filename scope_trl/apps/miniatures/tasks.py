@@ -22,6 +22,16 @@ layout must learn position arithmetic first).
   `(n // 2, n - n // 2)` 90% of the time (peaked, as strong teachers often are). Pass@k for k = 1..K and the number of
   distinct correct answers per prompt measure coverage.
 
+- **F, `style`: a teacher reliable on some of a group's rollouts, visibly so.** Task A's sums, written in one of two
+  styles chosen by the completion's first token: `a` then (sum digit, carry) per column, or `b` then (carry, sum
+  digit). The student's SFT uses both styles, half and half, and lacks carries as in A; the teacher learned carries in
+  style `a`, and in style `b` it learned every digit shifted by 5 (a confident, systematic error: the same
+  computation, so it costs the teacher no capacity). Within one prompt's group the student writes both styles: on its
+  incorrect style-`a` rollouts the teacher's token signal points at the errors; on style-`b` ones the teacher finds
+  every token unlikely, right or wrong, so its signal says nothing about the errors and its perplexity there is high.
+  That is the premise of DPAW's teacher weight (down-weight the rollouts the teacher finds unlikely);
+  `reliability.teacher_reliability` measures it.
+
 Splits are disjoint by construction: a problem belongs to the split its prompt hashes to (`split_of`), so train,
 validation and test problems never overlap and every split is an unbiased sample of the task's distribution.
 """
@@ -225,7 +235,46 @@ class CoverageTask(Task):
         return all(x + y == n for x, y, n in zip(answer[0::2], answer[1::2], target))
 
 
-TASKS = {task.name: task for task in (CarryTask, SliceTask, CoverageTask)}
+class StyleTask(CarryTask):
+    """Task F: task A's sums in two styles, the teacher reliable in one only (see the module docstring)."""
+
+    name = "style"
+    title = "F: a teacher reliable in one of two answer styles (DPAW's teacher weight)"
+    STYLES = ("a", "b")  # "a": sum digit then carry per column; "b": carry then sum digit
+
+    def __init__(self, columns: int = 8, student_carry_rate: float = 0.05):
+        super().__init__(columns=columns, student_carry_rate=student_carry_rate)
+        self.max_completion_length = 2 * columns + 5  # the style letter, 2 tokens per column, EOS, room
+
+    @staticmethod
+    def styled(scratchpad: str, style: str) -> str:
+        """The style letter, then the scratchpad's column pairs, swapped in style "b"."""
+        pairs = [scratchpad[i : i + 2] for i in range(0, len(scratchpad), 2)]
+        return style + "".join(pair if style == "a" else pair[::-1] for pair in pairs)
+
+    def draw(self, rng: random.Random, role: str | None = None) -> Problem:
+        problem = super().draw(rng, role)
+        return Problem(problem.prompt, self.styled(problem.answer, "a"))
+
+    @staticmethod
+    def shifted(completion: str) -> str:
+        """Every digit d replaced by (d + 5) mod 10: the teacher's confident, systematic error in style b."""
+        return "".join(str((int(ch) + 5) % 10) if ch.isdigit() else ch for ch in completion)
+
+    def sft_target(self, problem: Problem, role: str, rng: random.Random) -> str:
+        style = rng.choice(self.STYLES)
+        target = self.styled(self.scratchpad(*self.operands(problem.prompt)), style)
+        return self.shifted(target) if role == "teacher" and style == "b" else target
+
+    def is_correct(self, problem_prompt: str, completion: str) -> bool:
+        operands = self.operands(problem_prompt)
+        completion = completion.strip()
+        if operands is None or completion[:1] not in self.STYLES:
+            return False
+        return completion == self.styled(self.scratchpad(*operands), completion[0])
+
+
+TASKS = {task.name: task for task in (CarryTask, SliceTask, CoverageTask, StyleTask)}
 
 
 def make_task(name: str, **kwargs) -> Task:
