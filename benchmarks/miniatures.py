@@ -966,6 +966,9 @@ def gates(records: dict[str, dict]) -> list[dict]:
     return found
 
 
+BOUNDARY = "clip_ratio/region_mean"
+
+
 def plot_curves(name: str, record: dict, path: Path) -> dict[str, dict]:
     """Draw the suite's curves: one panel per metric, one colour per row in every panel (a row without data in a
     panel keeps its colour for the next), a legend in every panel naming the rows it draws. Returns, per panel, the
@@ -978,8 +981,9 @@ def plot_curves(name: str, record: dict, path: Path) -> dict[str, dict]:
     panels = [("reward", "training reward (mean over seeds)")]
     if any("scope/teacher_kl" in r["curves"] for runs in record["runs"].values() for r in runs.values()):
         panels.append(("scope/teacher_kl", "scope/teacher_kl (distillation rows)"))
-    if any("clip_ratio/region_mean" in r["curves"] for runs in record["runs"].values() for r in runs.values()):
-        panels.append(("clip_ratio/region_mean", "boundary-token share"))
+    shares = [v for runs in record["runs"].values() for r in runs.values() for v in r["curves"].get(BOUNDARY, [])]
+    if any(shares):  # on-policy rows log a share of 0 at every step: a flat panel says nothing
+        panels.append((BOUNDARY, "boundary-token share"))
     palette = plt.get_cmap("tab20" if len(record["runs"]) > 10 else "tab10")
     colours = {key: to_hex(palette(index % palette.N)) for index, key in enumerate(record["runs"])}
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)

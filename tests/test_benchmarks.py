@@ -236,7 +236,7 @@ def test_miniature_curves_keep_one_colour_per_row_in_every_panel(tmp_path):
     record = {
         "title": "test",
         "runs": {
-            "grpo": {0: run(reward=[0.1, 0.2, 0.3])},
+            "grpo": {0: run(reward=[0.1, 0.2, 0.3], **{"clip_ratio/region_mean": [0.0, 0.0, 0.0]})},
             "opd": {0: run(reward=[0.2, 0.2, 0.4], **{"scope/teacher_kl": [0.5, 0.4, 0.3]})},
             "control": {0: run(reward=[0.3, 0.1, 0.2], **{"scope/teacher_kl": [-0.2, -0.1, -0.2]})},
         },
@@ -250,3 +250,6 @@ def test_miniature_curves_keep_one_colour_per_row_in_every_panel(tmp_path):
     assert kl["lines"] == {label: colours[label] for label in ("OPD (same rollouts)", "teacher-free control")}
     for panel in drawn.values():
         assert panel["legend"] == list(panel["lines"])
+    assert "clip_ratio/region_mean" not in drawn  # an on-policy row's share is 0 at every step: no flat panel
+    record["runs"]["grpo"][0]["curves"]["clip_ratio/region_mean"][1] = 0.02
+    assert miniatures.plot_curves("test", record, tmp_path / "curves.png")["clip_ratio/region_mean"]["lines"]

@@ -157,18 +157,23 @@ def test_evaluation_summary_by_hand():
     assert summary["slice"]["avg@k"] == pytest.approx(3 / 4) and summary["rest"]["avg@k"] == 0.0
 
 
-def test_edge_prompts_keep_mixed_problems_and_fill_when_none_exist(monkeypatch):
-    task = CarryTask(columns=2)
+def fake_sampler(task, right_count):
+    """A stand-in for `sample_completions`: `right_count(first digit, k)` of a prompt's k samples are right."""
 
-    def fake_samples(model, tokenizer, prompts, k, max_new_tokens, seed, batch=256):
-        # A problem whose first digit is even gets one right answer among k; odd ones get none.
+    def sample(model, tokenizer, prompts, k, max_new_tokens, seed, batch=256):
         out = []
         for prompt in prompts:
-            right = CarryTask.scratchpad(*task.operands(prompt))
-            out.append([right] + ["x"] * (k - 1) if int(prompt[0]) % 2 == 0 else ["x"] * k)
+            right = right_count(int(prompt[0]), k)
+            out.append([CarryTask.scratchpad(*task.operands(prompt))] * right + ["x"] * (k - right))
         return out
 
-    monkeypatch.setattr(rl_module, "sample_completions", fake_samples)
+    return sample
+
+
+def test_edge_prompts_keep_mixed_problems_and_fill_when_none_exist(monkeypatch):
+    task = CarryTask(columns=2)
+    # A problem whose first digit is even gets one right answer among k; odd ones get none.
+    monkeypatch.setattr(rl_module, "sample_completions", fake_sampler(task, lambda first, k: int(first % 2 == 0)))
     kept, stats = edge_prompts(None, None, task, 20, seed=0)
     assert len(kept) == 20 and all(int(p.prompt[0]) % 2 == 0 for p in kept)
     assert stats["mixed"] == 20 and stats["filled"] == 0 and stats["all_wrong"] > 0
@@ -179,17 +184,9 @@ def test_edge_prompts_keep_mixed_problems_and_fill_when_none_exist(monkeypatch):
 
 def test_beyond_reach_prompts_keep_the_problems_no_sample_solves(monkeypatch):
     task = CarryTask(columns=2)
-
-    def fake_samples(model, tokenizer, prompts, k, max_new_tokens, seed, batch=256):
-        # Even first digit: one right answer among k; odd: none; first digit 9: all right.
-        out = []
-        for prompt in prompts:
-            right = CarryTask.scratchpad(*task.operands(prompt))
-            first = int(prompt[0])
-            out.append([right] * k if first == 9 else [right] + ["x"] * (k - 1) if first % 2 == 0 else ["x"] * k)
-        return out
-
-    monkeypatch.setattr(rl_module, "sample_completions", fake_samples)
+    # Even first digit: one right answer among k; odd: none; first digit 9: all right.
+    right_count = lambda first, k: k if first == 9 else int(first % 2 == 0)  # noqa: E731
+    monkeypatch.setattr(rl_module, "sample_completions", fake_sampler(task, right_count))
     kept, stats = edge_prompts(None, None, task, 20, seed=0, selection="beyond_reach")
     assert len(kept) == 20 and all(int(p.prompt[0]) % 2 == 1 and p.prompt[0] != "9" for p in kept)
     assert stats["all_wrong"] == 20 and stats["mixed"] > 0 and stats["filled"] == 0
