@@ -1019,9 +1019,11 @@ def plot_curves(name: str, record: dict, path: Path) -> dict[str, dict]:
 def estimate_minutes(args, budget: Budget) -> float:
     seconds = 0.0
     for name in args.tasks:
-        rl_rows = [k for k in SUITES[name].rows if row(k).trainer is not None]
-        seeds = args.seeds or SUITES[name].seeds
-        runs = len(rl_rows) * (seeds + (len(args.lr_grid) if len(args.lr_grid) > 1 else 0))
+        suite = SUITES[name]
+        rl_rows = [k for k in suite.rows if row(k).trainer is not None]
+        selecting = [k for k in rl_rows if k not in dict(suite.lr_from) and row(k).learning_rate is None]
+        seeds = args.seeds or suite.seeds
+        runs = len(rl_rows) * seeds + (len(selecting) * len(args.lr_grid) if len(args.lr_grid) > 1 else 0)
         seconds += runs * (COST["rl_setup"] + budget.rl.max_steps * COST["rl_step"])
         teacher_steps, student_steps = (
             (budget.teacher_sft_steps, budget.student_sft_steps) if args.smoke else SUITES[name].sft_steps
