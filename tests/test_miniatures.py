@@ -321,7 +321,7 @@ def test_hypothesis_verdicts_follow_the_registered_rule():
     assert [miniatures.verdict(not_greater, c) for c in (up, down, flat)] == ["contradicted", "supported", "supported"]
     assert [miniatures.verdict(within, c) for c in (up, down, flat)] == ["contradicted", "contradicted", "supported"]
     assert miniatures.verdict(within, comparison(0.0, noise=0.1)) == "not supported"  # CI wider than ±0.05
-    few = miniatures.paired(base[:5], [b - 0.1 for b in base[:5]])
+    few = miniatures.paired(base[:5], [b - 0.1 - 0.01 * i for i, b in enumerate(base[:5])])
     assert miniatures.verdict(greater, few) == "too few seeds" and miniatures.verdict(greater, None) == "too few seeds"
 
 
