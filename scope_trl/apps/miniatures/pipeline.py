@@ -100,8 +100,7 @@ def rl_prompts(
     (`selection`, see `rl.edge_prompts`)."""
     from transformers import AutoModelForCausalLM
 
-    name = "edge" if selection == "edge" else selection.replace("_", "-")
-    path = cache_dir / f"{Path(student_path).name}-{name}{budget.rl_prompts}-k{budget.k}.json"
+    path = cache_dir / f"{Path(student_path).name}-{selection.replace('_', '-')}{budget.rl_prompts}-k{budget.k}.json"
     if path.exists():
         saved = json.loads(path.read_text())
         return [Problem(**p) for p in saved["problems"]], saved["stats"]

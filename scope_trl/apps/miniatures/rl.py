@@ -33,6 +33,12 @@ class Row:
     learning_rate: float | None = None  # fixed (a stability map's cell); None: chosen on validation from the grid
 
 
+# The off-policy surrogates compared in tasks D and D2: (key, label, trainer, config).
+SURROGATES = (
+    ("grpo", "GRPO", "grpo", {}),
+    ("cispo", "CISPO", "grpo", {"loss_type": "cispo", "epsilon_high": 5.0}),  # TRL's recommended ε_max
+    ("dgpo", "DGPO", "dgpo", {}),
+)
 STABILITY_STEPS = 8
 STABILITY_LEARNING_RATES = (1e-3, 3e-3, 1e-2)
 
@@ -59,22 +65,14 @@ ROWS = (
     *(
         Row(f"{name}@{steps}", f"{label}, {steps} steps/gen.", trainer, config, steps)
         for steps in (4, 8)
-        for name, label, trainer, config in (
-            ("grpo", "GRPO", "grpo", {}),
-            ("cispo", "CISPO", "grpo", {"loss_type": "cispo", "epsilon_high": 5.0}),  # TRL's recommended ε_max
-            ("dgpo", "DGPO", "dgpo", {}),
-        )
+        for name, label, trainer, config in SURROGATES
     ),
     # The stability map (task A): each surrogate at every learning rate of a grid around the stable edge, with enough
     # optimizer steps per generation batch that many loss tokens lie beyond the trust region.
     *(
         Row(f"{name}@{STABILITY_STEPS}/{lr:g}", f"{label}, lr {lr:g}", trainer, config, STABILITY_STEPS, lr)
         for lr in STABILITY_LEARNING_RATES
-        for name, label, trainer, config in (
-            ("grpo", "GRPO", "grpo", {}),
-            ("cispo", "CISPO", "grpo", {"loss_type": "cispo", "epsilon_high": 5.0}),
-            ("dgpo", "DGPO", "dgpo", {}),
-        )
+        for name, label, trainer, config in SURROGATES
     ),
 )
 ROWS_BY_KEY = {row.key: row for row in ROWS}
