@@ -413,7 +413,23 @@ def parse_args(argv=None):
         help="only write the tasks' hypotheses and settings to their results files (commit them, then run with "
         "--resume): predictions are on record before any run",
     )
+    parser.add_argument(
+        "--pilot",
+        nargs="?",
+        const="{}",
+        default=None,
+        help="only train the tasks' RL rows on the selection seed and print their boundary-token shares (no "
+        "evaluation: no accuracy is seen before registration); optionally a JSON object of config fields every row "
+        """overrides, e.g. '{"lr_scheduler_type": "constant", "num_iterations": 2}'""",
+    )
     args = parser.parse_args(argv)
+    if args.pilot is not None:
+        try:
+            args.pilot = json.loads(args.pilot)
+        except json.JSONDecodeError as error:
+            parser.error(f"--pilot takes a JSON object of config fields ({error})")
+        if not isinstance(args.pilot, dict):
+            parser.error("--pilot takes a JSON object of config fields, e.g. '{\"num_iterations\": 2}'")
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in args.tasks if t not in SUITES]
     if unknown:
@@ -598,12 +614,51 @@ def run_or_record_failure(arguments: tuple, subsets, log) -> dict:
         }
 
 
-def run_suite(name: str, args, budget: Budget, log) -> dict:
+def suite_setup(name: str, args, budget: Budget):
+    """The suite, its task, its budget (its SFT steps) and the rows `--rows` keeps."""
     suite = SUITES[name]
     task = make_task(suite.task, **dict(suite.task_kwargs))
     if not args.smoke:
         budget = replace(budget, teacher_sft_steps=suite.sft_steps[0], student_sft_steps=suite.sft_steps[1])
     rows = suite.rows if args.rows is None else tuple(k for k in suite.rows if k in args.rows.split(","))
+    return suite, task, budget, rows
+
+
+def pilot(name: str, args, budget: Budget, log) -> None:
+    """Train the suite's RL rows on the selection seed, with `args.pilot`'s config fields overriding each row's, and
+    print their boundary-token shares: what a regime is chosen by before its hypotheses are registered, with no
+    evaluation, so that no accuracy is seen before the predictions are on record."""
+    suite, task, budget, rows = suite_setup(name, args, budget)
+    cache_dir = Path(args.cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    paths = sft_models(task, budget, SELECTION_SEED, cache_dir, log)
+    prompts, _ = rl_prompts(task, budget, paths["student"], SELECTION_SEED, cache_dir, suite.prompts)
+    work_root = tempfile.mkdtemp(prefix=f"mini-pilot-{name}-")
+    log(f"== pilot {name}: selection seed {SELECTION_SEED}, overrides {args.pilot}")
+    for key in rows:
+        piloted = replace(row(key), config=row(key).config | args.pilot)
+        if piloted.trainer is None:
+            continue
+        settings = replace(budget.rl, learning_rate=piloted.learning_rate or args.lr_grid[0], seed=SELECTION_SEED)
+        with tempfile.TemporaryDirectory(dir=work_root) as work_dir:
+            try:
+                result = run_row(piloted, task, settings, paths, prompts, [], budget.k, Path(work_dir), 0)
+            except Exception as error:  # noqa: BLE001 - a failed run is what a pilot near the stable edge reports
+                log(f"  [pilot] {key:16s} run failed: {type(error).__name__}: {str(error)[:200]}")
+                continue
+        shares = [v for v in result["curves"].get(BOUNDARY, []) if v is not None]
+        if not shares:
+            log(f"  [pilot] {key:16s} logs no boundary-token share")
+            continue
+        last = shares[-max(1, len(shares) // 4) :]
+        log(
+            f"  [pilot] {key:16s} boundary tokens: mean {statistics.fmean(shares):.2%}, max {max(shares):.2%}, "
+            f"last quarter {statistics.fmean(last):.2%} ({result['rl_seconds']:.0f}s)"
+        )
+
+
+def run_suite(name: str, args, budget: Budget, log) -> dict:
+    suite, task, budget, rows = suite_setup(name, args, budget)
     output_dir, cache_dir = Path(args.output_dir), Path(args.cache_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -709,7 +764,7 @@ def table(name: str, record: dict, k: int) -> str:
         cells = [row(key).label, "—" if lr is None else f"{lr:g}"]
         cells += [mean_std([pick(r["summary"], path) for r in runs.values()]) for _, path in views]
         if boundary:
-            for curve in ("clip_ratio/region_mean", "cispo_clip_ratio"):
+            for curve in (BOUNDARY, "cispo_clip_ratio"):
                 values = [
                     statistics.fmean(v for v in r["curves"][curve] if v is not None)
                     for r in runs.values()
@@ -1048,6 +1103,10 @@ def main(argv=None) -> int:
             print(f"curves: {path}")
         return 0
     budget = budget_from(args)
+    if args.pilot is not None:
+        for name in args.tasks:
+            pilot(name, args, budget, lambda message: print(message, flush=True))
+        return 0
     if args.register:
         for name in args.tasks:
             record = run_suite(name, args, budget, print)

@@ -403,3 +403,45 @@ def test_smoke_run_writes_every_task_and_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "[seed 0] GRPO" not in resumed.stdout  # nothing ran again
     assert json.loads(before)["runs"] == json.loads((tmp_path / "out" / "miniature_carry.json").read_text())["runs"]
+
+
+def test_pilot_prints_boundary_shares_with_the_overrides_and_never_evaluates(monkeypatch, tmp_path, capsys):
+    miniatures = miniatures_script()
+    seen = []
+
+    def fake_run_row(row, task, settings, paths, prompts, eval_problems, k, work_dir, eval_seed):
+        seen.append((row, settings.learning_rate, settings.seed, eval_problems))
+        if row.key.startswith("cispo"):
+            raise FloatingPointError("non-finite loss")
+        curves = {miniatures.BOUNDARY: [0.1, None, 0.3, 0.0, 0.0, 0.2, 0.1, 0.0]}
+        return {"summary": None, "curves": curves, "rl_seconds": 1.0, "log_history": []}
+
+    monkeypatch.setattr(miniatures, "run_row", fake_run_row)
+    monkeypatch.setattr(miniatures, "sft_models", lambda *a: {"student": "s", "teacher": "t"})
+    monkeypatch.setattr(miniatures, "rl_prompts", lambda *a: ([], {}))
+    keys = [miniatures.stability_row(m, rl_module.STABILITY_LEARNING_RATES[0]) for m in ("grpo", "cispo", "dgpo")]
+    argv = ["--tasks", "stability", "--rows", ",".join(keys), "--output-dir", str(tmp_path / "out")]
+    assert miniatures.main(argv + ["--pilot", '{"num_iterations": 2}']) == 0
+    out = capsys.readouterr().out
+    assert [row.key for row, *_ in seen] == keys
+    assert all(row.config["num_iterations"] == 2 for row, *_ in seen)
+    assert seen[0][0].config == ROWS_BY_KEY[keys[0]].config | {"num_iterations": 2}
+    assert all(
+        lr == rl_module.STABILITY_LEARNING_RATES[0] and seed == miniatures.SELECTION_SEED for _, lr, seed, _ in seen
+    )
+    assert all(problems == [] for *_, problems in seen)  # no accuracy before registration
+    # Shares 0.1, 0.3, 0, 0, 0.2, 0.1, 0 (None skipped): mean 10%, max 30%, last quarter (one value) 0%.
+    assert f"[pilot] {keys[0]:16s} boundary tokens: mean 10.00%, max 30.00%, last quarter 0.00%" in out
+    assert f"[pilot] {keys[1]:16s} run failed: FloatingPointError: non-finite loss" in out
+    assert not (tmp_path / "out").exists()  # a pilot writes no results
+    with pytest.raises(SystemExit):
+        miniatures.parse_args(["--pilot", "[1, 2]"])
+    with pytest.raises(SystemExit):
+        miniatures.parse_args(["--pilot", "{not json"])
+
+
+def test_a_real_pilot_trains_without_evaluating(tmp_path, capsys):
+    key = miniatures_script().stability_row("dgpo", rl_module.STABILITY_LEARNING_RATES[0])
+    argv = ["--smoke", "--tasks", "stability", "--rows", key, "--cache-dir", str(tmp_path), "--pilot"]
+    assert miniatures_script().main(argv) == 0
+    assert f"[pilot] {key:16s} boundary tokens: mean " in capsys.readouterr().out

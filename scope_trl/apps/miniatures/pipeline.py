@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .models import build_char_tokenizer, build_model
 from .rl import ROWS_BY_KEY, RLSettings, Row, edge_prompts, make_trainer, rl_dataset
-from .sampling import Evaluation, evaluate, sample_completions
+from .sampling import evaluate, sample_completions
 from .sft import supervised_fine_tune
 from .tasks import Problem, Task
 
@@ -155,7 +155,7 @@ def run_row(
     """Train `row` from the student (no RL for the `student` row) and evaluate the result on `eval_problems`.
 
     Returns `{"summary": Evaluation.summary(), "curves": {"step": [optimizer steps], key: [value or None per step]},
-    "rl_seconds": float, "log_history": [TRL's log entries]}`.
+    "rl_seconds": float, "log_history": [TRL's log entries]}`; the summary is None when `eval_problems` is empty.
     """
     from transformers import AutoModelForCausalLM
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -190,8 +190,10 @@ def run_row(
         curves = {key: values for key, values in curves.items() if any(v is not None for v in values)}
         curves["step"] = [entry["step"] for entry in steps]
     rl_seconds = time.time() - start
-    result: Evaluation = evaluate(model, tokenizer, task, eval_problems, k, seed=eval_seed, subsets=subsets)
-    return {"summary": result.summary(), "curves": curves, "rl_seconds": rl_seconds, "log_history": history}
+    summary = None
+    if eval_problems:  # none: a pilot that reads only the training curves
+        summary = evaluate(model, tokenizer, task, eval_problems, k, seed=eval_seed, subsets=subsets).summary()
+    return {"summary": summary, "curves": curves, "rl_seconds": rl_seconds, "log_history": history}
 
 
 def evaluate_path(path: str, task: Task, problems: list[Problem], k: int, seed: int, subsets=None) -> dict:

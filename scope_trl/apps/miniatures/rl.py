@@ -251,15 +251,16 @@ def make_trainer(
         "train_dataset": dataset,
         "callbacks": list(callbacks),
     }
+    fields = common | row.config  # a row may override a shared setting (the stability map's schedule)
     if row.trainer == "grpo":
-        return GRPOTrainer(**kwargs, args=GRPOConfig(**common, **row.config))
+        return GRPOTrainer(**kwargs, args=GRPOConfig(**fields))
     if row.trainer == "dgpo":
-        return DGPOTrainer(**kwargs, args=DGPOConfig(**common, **row.config))
+        return DGPOTrainer(**kwargs, args=DGPOConfig(**fields))
     if row.trainer == "scope":
-        return SCOPETrainer(**kwargs, args=SCOPEConfig(**common, **row.config), teacher_model=teacher_path)
+        return SCOPETrainer(**kwargs, args=SCOPEConfig(**fields), teacher_model=teacher_path)
     if row.trainer == "shuffled":
-        return ShuffledTeacherTrainer(**kwargs, args=SCOPEConfig(**common, **row.config), teacher_model=teacher_path)
+        return ShuffledTeacherTrainer(**kwargs, args=SCOPEConfig(**fields), teacher_model=teacher_path)
     if row.trainer == "control":
-        args = SCOPEConfig(**common, use_teacher_weights=False, **row.config)
+        args = SCOPEConfig(**fields, use_teacher_weights=False)
         return TeacherFreeControlTrainer(**kwargs, args=args, teacher_model=student_path)
     raise ValueError(f"Row {row.key!r} has no trainer (trainer={row.trainer!r}).")
