@@ -20,6 +20,8 @@ Tasks (`scope_trl.apps.miniatures.tasks`; each with its own train / validation /
                perplexity marks the incorrect rollouts its signal cannot help (DPAW's teacher weight)
     stability  D2. a stability map: GRPO, CISPO and DGPO on task C with 32 updates per generation batch at every
                learning rate of a fixed grid, with the boundary-token shares and the collapsed runs
+    stability_low
+               D2 extended: the same map at lower learning rates (the first grid's runs all collapsed)
 
 Protocol (what makes the numbers trustworthy):
 
@@ -79,7 +81,12 @@ from scope_trl.apps.miniatures.pipeline import (  # noqa: E402
     run_row,
     sft_models,
 )
-from scope_trl.apps.miniatures.rl import STABILITY_CONFIG, STABILITY_LEARNING_RATES, STABILITY_STEPS  # noqa: E402
+from scope_trl.apps.miniatures.rl import (  # noqa: E402
+    STABILITY_CONFIG,
+    STABILITY_LEARNING_RATES,
+    STABILITY_LOW_LEARNING_RATES,
+    STABILITY_STEPS,
+)
 from scope_trl.apps.miniatures.tasks import make_task  # noqa: E402
 
 
@@ -237,37 +244,44 @@ def stability_row(method: str, lr: float) -> str:
     return f"{method}@{STABILITY_STEPS}/{lr:g}"
 
 
-STABILITY_HYPOTHESES = (
-    *(
+def stability_hypotheses(rates: tuple[float, ...], first: int) -> tuple[Hypothesis, ...]:
+    """A stability map's predictions over `rates`, numbered from D`first`: at every rate DGPO's accuracy is not below
+    GRPO's; at the highest DGPO's is above; over the grid DGPO collapses on no more runs than CISPO."""
+    return (
+        *(
+            Hypothesis(
+                f"D{index}",
+                f"DGPO's accuracy is not below GRPO's at lr {lr:g}",
+                stability_row("grpo", lr),
+                stability_row("dgpo", lr),
+                "Avg@k",
+                "not_greater",
+            )
+            for index, lr in enumerate(rates, start=first)
+        ),
         Hypothesis(
-            f"D{index}",
-            f"DGPO's accuracy is not below GRPO's at lr {lr:g}",
-            stability_row("grpo", lr),
-            stability_row("dgpo", lr),
+            f"D{first + len(rates)}",
+            f"DGPO beats GRPO at the grid's highest learning rate, {rates[-1]:g}, where each update moves the ratio "
+            "furthest (the paper's claim of accuracy above the hard clip)",
+            stability_row("dgpo", rates[-1]),
+            stability_row("grpo", rates[-1]),
             "Avg@k",
-            "not_greater",
-        )
-        for index, lr in enumerate(STABILITY_LEARNING_RATES, start=1)
-    ),
-    Hypothesis(
-        f"D{len(STABILITY_LEARNING_RATES) + 1}",
-        f"DGPO beats GRPO at the grid's highest learning rate, {STABILITY_LEARNING_RATES[-1]:g}, where each update "
-        "moves the ratio furthest (the paper's claim of accuracy above the hard clip)",
-        stability_row("dgpo", STABILITY_LEARNING_RATES[-1]),
-        stability_row("grpo", STABILITY_LEARNING_RATES[-1]),
-        "Avg@k",
-        "greater",
-    ),
-    Hypothesis(
-        f"D{len(STABILITY_LEARNING_RATES) + 2}",
-        "DGPO collapses on no more runs than CISPO over the whole grid (collapse: the run fails, or its test Avg@k "
-        f"ends below {COLLAPSE_FRACTION:g} x its seed's SFT student's)",
-        "dgpo",
-        "cispo",
-        "collapses",
-        "collapses_not_more",
-    ),
-)
+            "greater",
+        ),
+        Hypothesis(
+            f"D{first + len(rates) + 1}",
+            "DGPO collapses on no more runs than CISPO over the whole grid (collapse: the run fails, or its test Avg@k "
+            f"ends below {COLLAPSE_FRACTION:g} x its seed's SFT student's)",
+            "dgpo",
+            "cispo",
+            "collapses",
+            "collapses_not_more",
+        ),
+    )
+
+
+STABILITY_HYPOTHESES = stability_hypotheses(STABILITY_LEARNING_RATES, 1)
+STABILITY_LOW_HYPOTHESES = stability_hypotheses(STABILITY_LOW_LEARNING_RATES, len(STABILITY_HYPOTHESES) + 1)
 # Task F's regime check, registered with its hypotheses: means over the seeds' SFT students, before any RL.
 STYLE_REGIME = {
     "groups_with_both_styles": 0.5,  # at least half the groups with incorrect rollouts have both styles among them
@@ -357,6 +371,23 @@ SUITES = {
         "rollouts), constant rate, no warm-up. In every setting the share is high early (max 26-51% of a step's "
         "tokens) and 0 over the last quarter: as the policy sharpens the ratios return to 1. The rates are fixed, "
         "not chosen on validation: the map is the result.",
+    ),
+    "stability_low": Suite(
+        "D2, extended: the same stability map at lower learning rates",
+        "coverage",
+        ("student", *(stability_row(m, lr) for lr in STABILITY_LOW_LEARNING_RATES for m in ("grpo", "cispo", "dgpo"))),
+        ("student",),
+        sft_steps=(1000, 800),
+        seeds=MIN_SEEDS,
+        hypotheses=STABILITY_LOW_HYPOTHESES,
+        collapse=True,
+        notes="Registered after the first grid (hypotheses D1-D5) had run 2 of its 8 seeds, in which all 18 RL runs "
+        "collapsed within the first generation batch (training reward 0 from step 33 on, test Avg@8 0.000-0.002): "
+        "that grid lies wholly beyond the stable edge. The same regime (task C, 8 optimizer steps x 4 iterations per "
+        "generation batch, constant rate, no warm-up) at 1e-4 and 3e-4. Its pilot (selection seed, boundary-token "
+        "share only): DGPO 9.71% at 1e-4 and 15.08% at 3e-4, GRPO 4.89% at 1e-4; here the share stays up to the end "
+        "(last quarter 8.73%, 13.88%, 5.05%), where at the first grid's rates it fell to 0 once the runs had "
+        "collapsed.",
     ),
     "style": Suite(
         "F: a teacher reliable in one of two answer styles (DPAW's teacher weight)",

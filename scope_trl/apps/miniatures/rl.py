@@ -41,6 +41,8 @@ SURROGATES = (
 )
 STABILITY_STEPS = 8
 STABILITY_LEARNING_RATES = (1e-3, 3e-3, 1e-2)
+# Its extension below the first grid, where every run of the first collapsed within one generation batch.
+STABILITY_LOW_LEARNING_RATES = (1e-4, 3e-4)
 # The stability map's departures from the shared regime, fixed by its pilot (`benchmarks/miniatures.py --pilot`,
 # boundary-token shares only): each generation batch feeds STABILITY_STEPS optimizer steps 4 times over (32 updates
 # per batch), at a constant learning rate without warm-up (the DGPO paper's schedule), so that >= 5% of loss tokens
@@ -83,7 +85,7 @@ ROWS = (
             STABILITY_STEPS,
             lr,
         )
-        for lr in STABILITY_LEARNING_RATES
+        for lr in STABILITY_LOW_LEARNING_RATES + STABILITY_LEARNING_RATES
         for name, label, trainer, config in SURROGATES
     ),
 )
