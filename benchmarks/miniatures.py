@@ -798,7 +798,7 @@ def table(name: str, record: dict, k: int) -> str:
     lines = [f"### {record['title']}", ""]
     header = ["row", "lr"] + [label.replace("@k", f"@{k}") for label, _ in views]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    boundary = name in ("offpolicy", "stability")
+    boundary = name in ("offpolicy", "stability", "stability_low")
     if boundary:  # the share of tokens beyond the trust region, where the surrogates differ
         lines[2] += " boundary tokens | CISPO-clipped tokens |"
         lines[3] += "---|---|"

@@ -46,7 +46,7 @@ STABILITY_LOW_LEARNING_RATES = (1e-4, 3e-4)
 # The stability map's departures from the shared regime, fixed by its pilot (`benchmarks/miniatures.py --pilot`,
 # boundary-token shares only): each generation batch feeds STABILITY_STEPS optimizer steps 4 times over (32 updates
 # per batch), at a constant learning rate without warm-up (the DGPO paper's schedule), so that >= 5% of loss tokens
-# lie beyond the trust region.
+# lie beyond the trust region. Its rows therefore see a quarter of the fresh rollouts of the other tasks' rows.
 STABILITY_CONFIG = {"num_iterations": 4, "lr_scheduler_type": "constant", "warmup_steps": 0}
 
 # DGPO's soft clip only acts once the ratio departs from 1: its rows take 4 optimizer steps per generation batch (the
@@ -74,8 +74,8 @@ ROWS = (
         for steps in (4, 8)
         for name, label, trainer, config in SURROGATES
     ),
-    # The stability map (task A): each surrogate at every learning rate of a grid around the stable edge, with enough
-    # optimizer steps per generation batch that many loss tokens lie beyond the trust region.
+    # The stability map (task C): each surrogate at every learning rate of a grid around the stable edge, with enough
+    # updates per generation batch that many loss tokens lie beyond the trust region.
     *(
         Row(
             f"{name}@{STABILITY_STEPS}/{lr:g}",
