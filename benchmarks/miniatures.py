@@ -282,6 +282,24 @@ def stability_hypotheses(rates: tuple[float, ...], first: int) -> tuple[Hypothes
 
 STABILITY_HYPOTHESES = stability_hypotheses(STABILITY_LEARNING_RATES, 1)
 STABILITY_LOW_HYPOTHESES = stability_hypotheses(STABILITY_LOW_LEARNING_RATES, len(STABILITY_HYPOTHESES) + 1)
+
+
+def stability_suite(title: str, rates: tuple[float, ...], hypotheses: tuple[Hypothesis, ...], notes: str) -> Suite:
+    """A stability map on task C: the student and each surrogate at every rate of `rates`, collapses counted."""
+    rows = ("student", *(stability_row(m, lr) for lr in rates for m in ("grpo", "cispo", "dgpo")))
+    return Suite(
+        title,
+        "coverage",
+        rows,
+        ("student",),
+        sft_steps=(1000, 800),  # task C's
+        seeds=MIN_SEEDS,
+        hypotheses=hypotheses,
+        collapse=True,
+        notes=notes,
+    )
+
+
 # Task F's regime check, registered with its hypotheses: means over the seeds' SFT students, before any RL.
 STYLE_REGIME = {
     "groups_with_both_styles": 0.5,  # at least half the groups with incorrect rollouts have both styles among them
@@ -350,17 +368,12 @@ SUITES = {
         hypotheses=COVERAGE_WEIGHT_HYPOTHESES,
         lr_from=tuple((key, "scope") for key in WEIGHT_ROWS[1:]),
     ),
-    "stability": Suite(
+    "stability": stability_suite(
         f"D2: stability map (task C, {STABILITY_STEPS} optimizer steps per generation batch x "
         f"{STABILITY_CONFIG['num_iterations']} iterations, constant learning rate, every rate of the grid)",
-        "coverage",
-        ("student", *(stability_row(m, lr) for lr in STABILITY_LEARNING_RATES for m in ("grpo", "cispo", "dgpo"))),
-        ("student",),
-        sft_steps=(1000, 800),
-        seeds=MIN_SEEDS,
-        hypotheses=STABILITY_HYPOTHESES,
-        collapse=True,
-        notes="Regime chosen before registration by a pilot on the selection seed's SFT student that trained DGPO "
+        STABILITY_LEARNING_RATES,
+        STABILITY_HYPOTHESES,
+        "Regime chosen before registration by a pilot on the selection seed's SFT student that trained DGPO "
         "(and GRPO once) and read only the boundary-token share (`--pilot`: no evaluation, no accuracy seen), "
         "looking for >= 5% of loss tokens beyond the trust region. Task A, 8 optimizer steps per generation batch, "
         "the shared warm-up + cosine schedule, lr 3e-3: 0.37% (16 steps: 0.43%); constant rate without warm-up: "
@@ -372,16 +385,11 @@ SUITES = {
         "tokens) and 0 over the last quarter: as the policy sharpens the ratios return to 1. The rates are fixed, "
         "not chosen on validation: the map is the result.",
     ),
-    "stability_low": Suite(
+    "stability_low": stability_suite(
         "D2, extended: the same stability map at lower learning rates",
-        "coverage",
-        ("student", *(stability_row(m, lr) for lr in STABILITY_LOW_LEARNING_RATES for m in ("grpo", "cispo", "dgpo"))),
-        ("student",),
-        sft_steps=(1000, 800),
-        seeds=MIN_SEEDS,
-        hypotheses=STABILITY_LOW_HYPOTHESES,
-        collapse=True,
-        notes="Registered after the first grid (hypotheses D1-D5) had run 2 of its 8 seeds, in which all 18 RL runs "
+        STABILITY_LOW_LEARNING_RATES,
+        STABILITY_LOW_HYPOTHESES,
+        "Registered after the first grid (hypotheses D1-D5) had run 2 of its 8 seeds, in which all 18 RL runs "
         "collapsed within the first generation batch (training reward 0 from step 33 on, test Avg@8 0.000-0.002): "
         "that grid lies wholly beyond the stable edge. The same regime (task C, 8 optimizer steps x 4 iterations per "
         "generation batch, constant rate, no warm-up) at 1e-4 and 3e-4. Its pilot (selection seed, boundary-token "
