@@ -125,6 +125,7 @@ class Suite:
     # change one mechanism keep everything else, the rate included, equal to the full method's)
     lr_from: tuple[tuple[str, str], ...] = ()
     collapse: bool = False  # count collapsed runs per row (`collapsed`); a failed run is recorded, not raised
+    boundary: bool = False  # tabulate the boundary-token and CISPO-clipped shares (off-policy surrogates compared)
     notes: str = ""  # how the task was designed and checked before registration, printed with its hypotheses
 
 
@@ -296,6 +297,7 @@ def stability_suite(title: str, rates: tuple[float, ...], hypotheses: tuple[Hypo
         seeds=MIN_SEEDS,
         hypotheses=hypotheses,
         collapse=True,
+        boundary=True,
         notes=notes,
     )
 
@@ -334,6 +336,7 @@ SUITES = {
         ("student", "grpo@4", "cispo@4", "dgpo@4", "grpo@8", "cispo@8", "dgpo@8"),
         ("student", "grpo@4", "grpo@8"),
         CARRY,
+        boundary=True,
     ),
     "reach": Suite(
         "E: beyond reach (task A, RL prompts the SFT student never solves in 8 samples)",
@@ -806,7 +809,7 @@ def table(name: str, record: dict, k: int) -> str:
     lines = [f"### {record['title']}", ""]
     header = ["row", "lr"] + [label.replace("@k", f"@{k}") for label, _ in views]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    boundary = name in ("offpolicy", "stability", "stability_low")
+    boundary = suite.boundary
     if boundary:  # the share of tokens beyond the trust region, where the surrogates differ
         lines[2] += " boundary tokens | CISPO-clipped tokens |"
         lines[3] += "---|---|"

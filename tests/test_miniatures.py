@@ -392,6 +392,8 @@ def test_smoke_run_writes_every_task_and_resumes(tmp_path):
     assert {"slice", "rest"} <= set(slice_record["runs"]["scope"]["0"]["summary"])
     coverage = (tmp_path / "out" / "miniature_coverage.md").read_text()
     assert "Pass@j for j = 1..4" in coverage and "distinct correct" in coverage
+    for task in ("offpolicy", "stability", "stability_low"):  # every suite comparing the off-policy surrogates
+        assert "| boundary tokens | CISPO-clipped tokens |" in (tmp_path / "out" / f"miniature_{task}.md").read_text()
     assert (
         "| Pass@4 | boundary tokens | CISPO-clipped tokens |"
         in (tmp_path / "out" / "miniature_offpolicy.md").read_text()
